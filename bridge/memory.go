@@ -1,0 +1,106 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"time"
+)
+
+// memoryBroker delivers within the process: the embedded default, and a
+// single replica with no Redis. A mutex orders concurrent publishers, so all
+// subscribers of a channel see the same order. Durable channels keep a ring
+// of recent messages with the same semantics as the Redis streams.
+type memoryBroker struct {
+	hub *Hub
+
+	mu    sync.Mutex
+	rings map[string]*ring // guarded by mu
+}
+
+// ring is one durable channel's history. Its epoch is new whenever the ring
+// is created, as a Redis stream's is after a restart or expiry.
+type ring struct {
+	epoch      string
+	seq        uint64
+	entries    []historyEntry
+	maxDeleted streamID
+	expires    time.Time
+}
+
+func (b *memoryBroker) run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (b *memoryBroker) ready() bool                        { return true }
+func (b *memoryBroker) sync(context.Context, string) error { return nil }
+func (b *memoryBroker) enqueue(string)                     {}
+
+func (b *memoryBroker) publish(_ context.Context, channel string, payload []byte) error {
+	p := append([]byte(nil), payload...) // subscribers keep it after the caller reuses payload
+	b.mu.Lock()
+	b.hub.dispatch(channel, p)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *memoryBroker) publishDurable(_ context.Context, channel string, payload []byte, d Durable) error {
+	p := append([]byte(nil), payload...)
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.ringLocked(channel, now)
+	r.seq++
+	id := streamID{ms: uint64(now.UnixMilli()), seq: r.seq}
+	r.entries = append(r.entries, historyEntry{id: id, payload: p})
+	if over := len(r.entries) - d.Size; over > 0 {
+		r.maxDeleted = r.entries[over-1].id
+		r.entries = append(r.entries[:0:0], r.entries[over:]...)
+	}
+	cut := uint64(now.Add(-d.TTL).UnixMilli())
+	for len(r.entries) > 0 && r.entries[0].id.ms < cut {
+		r.maxDeleted = r.entries[0].id
+		r.entries = r.entries[1:]
+	}
+	r.expires = now.Add(d.TTL)
+	b.hub.dispatch(channel, markPayload(Position{Epoch: r.epoch, ID: id}.String(), p))
+	return nil
+}
+
+// ringLocked returns channel's ring, starting a new epoch if there is none
+// or it expired. b.mu must be held.
+func (b *memoryBroker) ringLocked(channel string, now time.Time) *ring {
+	if b.rings == nil {
+		b.rings = make(map[string]*ring)
+	}
+	r := b.rings[channel]
+	if r == nil || now.After(r.expires) {
+		r = &ring{epoch: newEpoch()}
+		b.rings[channel] = r
+	}
+	return r
+}
+
+func (b *memoryBroker) history(_ context.Context, channel string, since streamID, limit int) (string, streamID, []historyEntry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.rings[channel]
+	if r == nil || time.Now().After(r.expires) {
+		return "", streamID{}, nil, nil
+	}
+	var out []historyEntry
+	for _, e := range r.entries {
+		if since.less(e.id) && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return r.epoch, r.maxDeleted, out, nil
+}
+
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

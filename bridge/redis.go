@@ -1,0 +1,296 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"go.uber.org/zap"
+)
+
+// redisBroker keeps one dedicated Pub/Sub connection for the whole process
+// and a pipelined client for PUBLISH. run owns both and the sync goroutine.
+type redisBroker struct {
+	// Static after construction.
+	hub  *Hub
+	cfg  Config
+	opt  rueidis.ClientOption
+	todo chan string // channels to re-sync; drained by syncLoop
+
+	client    atomic.Pointer[rueidis.Client] // nil until the first connection
+	connected atomic.Bool
+
+	mu         sync.Mutex              // serializes (un)subscribe commands
+	dc         rueidis.DedicatedClient // guarded by mu; nil while disconnected
+	subscribed map[string]bool         // guarded by mu; this connection's SUBSCRIBEs
+}
+
+func newRedisBroker(cfg Config, h *Hub) (*redisBroker, error) {
+	opt, err := rueidis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	opt.DisableCache = true
+	opt.Dialer.Timeout = cfg.CommandTimeout
+	opt.ConnWriteTimeout = cfg.CommandTimeout
+	return &redisBroker{hub: h, cfg: cfg, opt: opt, todo: make(chan string, 4096)}, nil
+}
+
+func (b *redisBroker) ready() bool { return b.connected.Load() }
+
+func (b *redisBroker) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go b.syncLoop(ctx, &wg)
+	defer wg.Wait()
+	defer func() {
+		if c := b.client.Load(); c != nil {
+			(*c).Close()
+		}
+	}()
+
+	backoff := b.cfg.ReconnectMin
+	connectedBefore := false
+	var downSince time.Time
+	for ctx.Err() == nil {
+		wait, release, err := b.connect(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.hub.log.Warn("redis_connect_failed", zap.Error(err), zap.Duration("retry_in", backoff))
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, b.cfg.ReconnectMax)
+			continue
+		}
+		backoff = b.cfg.ReconnectMin
+		b.connected.Store(true)
+		if connectedBefore {
+			b.hub.metrics.reconnects.Inc()
+			b.hub.metrics.downSeconds.Add(time.Since(downSince).Seconds())
+			b.hub.log.Info("redis_reconnected", zap.Duration("down", time.Since(downSince)))
+			b.hub.gap()
+		}
+		connectedBefore = true
+		select {
+		case err := <-wait:
+			downSince = time.Now()
+			b.hub.log.Warn("redis_disconnected", zap.Error(err))
+		case <-ctx.Done():
+		}
+		b.connected.Store(false)
+		b.mu.Lock()
+		b.dc = nil
+		b.subscribed = nil
+		b.mu.Unlock()
+		release()
+	}
+	return nil
+}
+
+// connect dedicates a Pub/Sub connection and subscribes every channel that
+// has subscribers. wait yields when that connection is lost.
+func (b *redisBroker) connect(ctx context.Context) (<-chan error, func(), error) {
+	c := b.client.Load()
+	if c == nil {
+		nc, err := rueidis.NewClient(b.opt)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = &nc
+		b.client.Store(c)
+	}
+	dc, release := (*c).Dedicate()
+	wait := dc.SetPubSubHooks(rueidis.PubSubHooks{
+		OnMessage: func(m rueidis.PubSubMessage) { b.hub.dispatch(m.Channel, []byte(m.Message)) },
+	})
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.CommandTimeout)
+	defer cancel()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.subscribed = make(map[string]bool)
+	if chans := b.hub.activeChannels(); len(chans) > 0 {
+		if err := dc.Do(cctx, dc.B().Subscribe().Channel(chans...).Build()).Error(); err != nil {
+			release()
+			return nil, nil, err
+		}
+		for _, ch := range chans {
+			b.subscribed[ch] = true
+		}
+	} else if err := dc.Do(cctx, dc.B().Ping().Build()).Error(); err != nil {
+		release()
+		return nil, nil, err
+	}
+	b.dc = dc
+	b.hub.metrics.channels.Set(float64(len(b.subscribed)))
+	return wait, release, nil
+}
+
+// sync makes this connection's subscription to channel match demand.
+func (b *redisBroker) sync(ctx context.Context, channel string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.CommandTimeout)
+	defer cancel()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dc == nil {
+		return ErrUnavailable
+	}
+	want, have := b.hub.wanted(channel), b.subscribed[channel]
+	var err error
+	switch {
+	case want && !have:
+		if err = b.dc.Do(ctx, b.dc.B().Subscribe().Channel(channel).Build()).Error(); err == nil {
+			b.subscribed[channel] = true
+		}
+	case !want && have:
+		if err = b.dc.Do(ctx, b.dc.B().Unsubscribe().Channel(channel).Build()).Error(); err == nil {
+			delete(b.subscribed, channel)
+		}
+	}
+	b.hub.metrics.channels.Set(float64(len(b.subscribed)))
+	return err
+}
+
+func (b *redisBroker) enqueue(channel string) {
+	select {
+	case b.todo <- channel:
+	default:
+		// Queue full: the stale subscription costs some traffic until the
+		// channel is touched again; it is never a correctness problem.
+		b.hub.metrics.dropped.WithLabelValues("unsubscribe_queue_full").Inc()
+	}
+}
+
+// syncLoop applies queued syncs off the read loop's goroutine.
+func (b *redisBroker) syncLoop(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ch := <-b.todo:
+			if err := b.sync(ctx, ch); err != nil && !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+				b.hub.log.Warn("redis_sync_failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+func (b *redisBroker) publish(ctx context.Context, channel string, payload []byte) error {
+	c := b.client.Load()
+	if c == nil {
+		return ErrUnavailable
+	}
+	cl := *c
+	return cl.Do(ctx, cl.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()).Error()
+}
+
+// History lives in a stream, an epoch key and a "last trimmed ID" key per
+// durable channel. The {...} hash tag keeps all three in one Cluster slot.
+func historyKeys(channel string) []string {
+	tag := "{" + channel + "}"
+	return []string{"wsgate:history:" + tag, "wsgate:epoch:" + tag, "wsgate:trimmed:" + tag}
+}
+
+// publishScript records and publishes atomically, so a message is either in
+// the history and on the wire with its position, or neither. It trims by
+// size and age itself, remembering the newest trimmed ID: a resume from
+// before it has a gap (Redis's own max-deleted-entry-id ignores trimming).
+var publishScript = rueidis.NewLuaScript(`
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[2], epoch)
+end
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
+local trimmed = false
+local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
+  trimmed = old[#old][1]
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[3])
+end
+local t = redis.call('TIME')
+local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+if cut > 0 then
+  local older = redis.call('XREVRANGE', KEYS[1], '(' .. cut .. '-0', '-', 'COUNT', 1)
+  if #older > 0 then
+    trimmed = older[1][1]
+    redis.call('XTRIM', KEYS[1], 'MINID', cut .. '-0')
+  end
+end
+if trimmed then redis.call('SET', KEYS[3], trimmed) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[1], ARGV[6] .. epoch .. ':' .. id .. '\n' .. ARGV[2])
+return id
+`)
+
+// historyScript reads the epoch, the newest trimmed ID and the entries
+// after ARGV[1] in one consistent step.
+var historyScript = rueidis.NewLuaScript(`
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then return {'', '0-0', {}} end
+local trimmed = redis.call('GET', KEYS[3]) or '0-0'
+return {epoch, trimmed, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+`)
+
+func (b *redisBroker) publishDurable(ctx context.Context, channel string, payload []byte, d Durable) error {
+	c := b.client.Load()
+	if c == nil {
+		return ErrUnavailable
+	}
+	args := []string{channel, rueidis.BinaryString(payload), strconv.Itoa(d.Size),
+		strconv.FormatInt(d.TTL.Milliseconds(), 10), newEpoch(), string(durableMarker)}
+	return publishScript.Exec(ctx, *c, historyKeys(channel), args).Error()
+}
+
+func (b *redisBroker) history(ctx context.Context, channel string, since streamID, limit int) (string, streamID, []historyEntry, error) {
+	c := b.client.Load()
+	if c == nil {
+		return "", streamID{}, nil, ErrUnavailable
+	}
+	var reply []rueidis.RedisMessage
+	var err error
+	// The read is idempotent, so a connection lost under it (a restarted
+	// Redis shows up as EOF on the first command) is retried.
+	for attempt := 0; attempt < 3; attempt++ {
+		reply, err = historyScript.Exec(ctx, *c, historyKeys(channel), []string{since.String(), strconv.Itoa(limit)}).ToArray()
+		if _, isRedisErr := rueidis.IsRedisErr(err); err == nil || isRedisErr || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return "", streamID{}, nil, err
+	}
+	if len(reply) != 3 {
+		return "", streamID{}, nil, errors.New("history: unexpected reply")
+	}
+	epoch, _ := reply[0].ToString()
+	md, _ := reply[1].ToString()
+	maxDeleted, _ := parseStreamID(md)
+	rows, _ := reply[2].ToArray()
+	entries := make([]historyEntry, 0, len(rows))
+	for _, row := range rows {
+		parts, err := row.ToArray()
+		if err != nil || len(parts) != 2 {
+			continue
+		}
+		ids, _ := parts[0].ToString()
+		id, ok := parseStreamID(ids)
+		fields, _ := parts[1].ToArray()
+		if !ok || len(fields) != 2 {
+			continue
+		}
+		v, _ := fields[1].ToString()
+		entries = append(entries, historyEntry{id: id, payload: []byte(v)})
+	}
+	return epoch, maxDeleted, entries, nil
+}

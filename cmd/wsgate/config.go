@@ -1,0 +1,365 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/proxy"
+)
+
+// fileConfig is the config file's shape; its mapstructure names are the
+// contract documented in the README.
+type fileConfig struct {
+	Listen          string        `mapstructure:"listen"`
+	AdminListen     string        `mapstructure:"admin_listen"`
+	ShutdownGrace   time.Duration `mapstructure:"shutdown_grace"`
+	AllowedOrigins  []string      `mapstructure:"allowed_origins"`
+	MaxMessageBytes int64         `mapstructure:"max_message_bytes"`
+	Heartbeat       struct {
+		Interval time.Duration `mapstructure:"interval"`
+		Timeout  time.Duration `mapstructure:"timeout"`
+	} `mapstructure:"heartbeat"`
+	DialTimeout     time.Duration `mapstructure:"dial_timeout"`
+	WriteTimeout    time.Duration `mapstructure:"write_timeout"`
+	SubscriberQueue int           `mapstructure:"subscriber_queue"`
+	LogLevel        string        `mapstructure:"log_level"`
+	Auth            struct {
+		HMACSecret        string        `mapstructure:"hmac_secret"`
+		PublicKeys        []string      `mapstructure:"public_keys"`
+		JWKSURL           string        `mapstructure:"jwks_url"`
+		JWKSRefresh       time.Duration `mapstructure:"jwks_refresh"`
+		JWKSMinRefetch    time.Duration `mapstructure:"jwks_min_refetch"`
+		Issuer            string        `mapstructure:"issuer"`
+		Audience          []string      `mapstructure:"audience"`
+		Leeway            time.Duration `mapstructure:"leeway"`
+		QueryParam        string        `mapstructure:"query_param"`
+		Cookie            string        `mapstructure:"cookie"`
+		UserClaim         string        `mapstructure:"user_claim"`
+		TenantClaim       string        `mapstructure:"tenant_claim"`
+		SubprotocolPrefix string        `mapstructure:"subprotocol_prefix"`
+		CacheSize         int           `mapstructure:"cache_size"`
+	} `mapstructure:"auth"`
+	Limits struct {
+		MaxConnections             int           `mapstructure:"max_connections"`
+		MaxConnectionsPerUser      int           `mapstructure:"max_connections_per_user"`
+		MaxConnectionsPerTenant    int           `mapstructure:"max_connections_per_tenant"`
+		HandshakesPerSecondPerIP   float64       `mapstructure:"handshakes_per_second_per_ip"`
+		HandshakesPerSecondPerUser float64       `mapstructure:"handshakes_per_second_per_user"`
+		MessagesPerSecond          float64       `mapstructure:"messages_per_second"`
+		MaxConcurrentDials         int           `mapstructure:"max_concurrent_dials"`
+		HandshakeTimeout           time.Duration `mapstructure:"handshake_timeout"`
+		TrustedProxies             []string      `mapstructure:"trusted_proxies"`
+		ReadHeaderTimeout          time.Duration `mapstructure:"read_header_timeout"`
+		MaxHeaderBytes             int           `mapstructure:"max_header_bytes"`
+	} `mapstructure:"limits"`
+	Redis struct {
+		URL string `mapstructure:"url"`
+	} `mapstructure:"redis"`
+	Routes []struct {
+		Path      string            `mapstructure:"path"`
+		Upstream  string            `mapstructure:"upstream"`
+		Subscribe []string          `mapstructure:"subscribe"`
+		Publish   string            `mapstructure:"publish"`
+		Require   map[string]string `mapstructure:"require"`
+		History   *struct {
+			Size int           `mapstructure:"size"`
+			TTL  time.Duration `mapstructure:"ttl"`
+		} `mapstructure:"history"`
+	} `mapstructure:"routes"`
+}
+
+// defaults are the documented defaults; every key is listed so that a
+// WSGATE_* environment variable can override it.
+var defaults = map[string]any{
+	"listen":                  ":8080",
+	"admin_listen":            ":9090",
+	"shutdown_grace":          "25s",
+	"allowed_origins":         []string{},
+	"max_message_bytes":       proxy.DefaultMaxMessageBytes,
+	"heartbeat.interval":      "30s",
+	"heartbeat.timeout":       "10s",
+	"dial_timeout":            "10s",
+	"write_timeout":           "10s",
+	"subscriber_queue":        proxy.DefaultSubscriberQueue,
+	"log_level":               "info",
+	"auth.hmac_secret":        "",
+	"auth.public_keys":        []string{},
+	"auth.jwks_url":           "",
+	"auth.jwks_refresh":       "5m",
+	"auth.jwks_min_refetch":   "10s",
+	"auth.issuer":             "",
+	"auth.audience":           []string{},
+	"auth.leeway":             "30s",
+	"auth.query_param":        auth.DefaultQueryParam,
+	"auth.cookie":             "",
+	"auth.user_claim":         auth.DefaultUserClaim,
+	"auth.tenant_claim":       auth.DefaultTenantClaim,
+	"auth.subprotocol_prefix": auth.DefaultSubprotocolPrefix,
+	"auth.cache_size":         auth.DefaultCacheSize,
+	"redis.url":               "",
+
+	"limits.max_connections":                proxy.DefaultMaxConnections,
+	"limits.max_connections_per_user":       proxy.DefaultMaxConnectionsPerUser,
+	"limits.max_connections_per_tenant":     proxy.DefaultMaxConnectionsPerTenant,
+	"limits.handshakes_per_second_per_ip":   proxy.DefaultHandshakesPerIP,
+	"limits.handshakes_per_second_per_user": proxy.DefaultHandshakesPerUser,
+	"limits.messages_per_second":            proxy.DefaultMessagesPerSecond,
+	"limits.max_concurrent_dials":           proxy.DefaultMaxConcurrentDials,
+	"limits.handshake_timeout":              "15s",
+	"limits.trusted_proxies":                proxy.DefaultTrustedProxies,
+	"limits.read_header_timeout":            "5s",
+	"limits.max_header_bytes":               16384,
+}
+
+// config is the loaded configuration, split into the packages' Configs.
+type config struct {
+	Listen, AdminListen string
+	ReadHeaderTimeout   time.Duration
+	MaxHeaderBytes      int
+	LogLevel            zapcore.Level
+	Auth                auth.Config
+	Proxy               proxy.Config
+	Bridge              bridge.Config
+}
+
+// commonFlags are the flags serve, validate and demo share. Flags override
+// environment variables, which override the file.
+func commonFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "config file (YAML)")
+	fs.String("listen", "", "public listen address (overrides listen)")
+	fs.String("admin-listen", "", "admin listen address (overrides admin_listen)")
+	fs.String("log-level", "", "debug, info, warn or error (overrides log_level)")
+}
+
+// newViper returns a viper with defaults, WSGATE_* environment variables and
+// the flags bound.
+func newViper(fs *pflag.FlagSet) *viper.Viper {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("WSGATE")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for flag, key := range map[string]string{"listen": "listen", "admin-listen": "admin_listen", "log-level": "log_level"} {
+		if f := fs.Lookup(flag); f != nil {
+			_ = v.BindPFlag(key, f)
+		}
+	}
+	return v
+}
+
+// loadConfig reads the file named by --config (if any), applies the
+// environment and flags, and validates everything. The error lists every
+// problem, one per line, each naming its key.
+func loadConfig(fs *pflag.FlagSet) (*config, error) {
+	v := newViper(fs)
+	path, _ := fs.GetString("config")
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+	return decodeConfig(v)
+}
+
+func decodeConfig(v *viper.Viper) (*config, error) {
+	var errs []error
+	if unknown := unknownKeys(v); len(unknown) > 0 {
+		for _, k := range unknown {
+			errs = append(errs, fmt.Errorf("%s: unknown key", k))
+		}
+		return nil, joinConfigErrors(errs)
+	}
+	var fc fileConfig
+	if err := v.Unmarshal(&fc); err != nil {
+		return nil, joinConfigErrors([]error{decodeError(err)})
+	}
+
+	lim := fc.Limits
+	cfg := &config{Listen: fc.Listen, AdminListen: fc.AdminListen, ReadHeaderTimeout: lim.ReadHeaderTimeout, MaxHeaderBytes: lim.MaxHeaderBytes}
+	if lim.ReadHeaderTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("limits.read_header_timeout: must be positive"))
+	}
+	if lim.MaxHeaderBytes < 4096 {
+		errs = append(errs, fmt.Errorf("limits.max_header_bytes: must be at least 4096"))
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(fc.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", fc.LogLevel))
+	}
+	for key, addr := range map[string]string{"listen": fc.Listen, "admin_listen": fc.AdminListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", key, addr))
+		}
+	}
+	if fc.Listen == fc.AdminListen {
+		errs = append(errs, fmt.Errorf("admin_listen: must differ from listen"))
+	}
+	a := fc.Auth
+	if secret, err := readSecretFile(a.HMACSecret); err != nil {
+		errs = append(errs, fmt.Errorf("auth.hmac_secret: cannot read the file it names: %v", err))
+	} else {
+		a.HMACSecret = secret
+	}
+	cfg.Auth = auth.Config{
+		HMACSecret: []byte(a.HMACSecret), PublicKeyFiles: a.PublicKeys, JWKSURL: a.JWKSURL,
+		JWKSRefresh: a.JWKSRefresh, JWKSMinRefetch: a.JWKSMinRefetch,
+		Issuer: a.Issuer, Audience: a.Audience, Leeway: a.Leeway,
+		QueryParam: a.QueryParam, Cookie: a.Cookie, UserClaim: a.UserClaim, TenantClaim: a.TenantClaim,
+		SubprotocolPrefix: a.SubprotocolPrefix, CacheSize: a.CacheSize,
+	}
+	errs = append(errs, prefixed("auth.", cfg.Auth.Validate())...)
+	cfg.Proxy = proxy.Config{
+		AllowedOrigins: fc.AllowedOrigins, MaxMessageBytes: fc.MaxMessageBytes,
+		HeartbeatInterval: fc.Heartbeat.Interval, HeartbeatTimeout: fc.Heartbeat.Timeout,
+		DialTimeout: fc.DialTimeout, WriteTimeout: fc.WriteTimeout, ShutdownGrace: fc.ShutdownGrace,
+		SubscriberQueue: fc.SubscriberQueue,
+		Limits: proxy.Limits{
+			MaxConnections: lim.MaxConnections, MaxConnectionsPerUser: lim.MaxConnectionsPerUser,
+			MaxConnectionsPerTenant: lim.MaxConnectionsPerTenant, HandshakesPerSecondPerIP: lim.HandshakesPerSecondPerIP,
+			HandshakesPerSecondPerUser: lim.HandshakesPerSecondPerUser, MessagesPerSecond: lim.MessagesPerSecond,
+			MaxConcurrentDials: lim.MaxConcurrentDials, HandshakeTimeout: lim.HandshakeTimeout, TrustedProxies: lim.TrustedProxies,
+		},
+	}
+	for _, r := range fc.Routes {
+		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require}
+		if r.History != nil {
+			route.History = &proxy.History{Size: r.History.Size, TTL: r.History.TTL}
+		}
+		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
+	}
+	errs = append(errs, prefixed("", cfg.Proxy.Validate())...)
+	cfg.Bridge = bridge.Config{URL: fc.Redis.URL, Durable: cfg.Proxy.Durable()}
+	if fc.Redis.URL != "" {
+		if _, err := bridge.New(cfg.Bridge, nil, nil); err != nil {
+			errs = append(errs, fmt.Errorf("redis.url: not a usable Redis URL"))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, joinConfigErrors(errs)
+	}
+	return cfg, nil
+}
+
+// prefixed flattens a joined validation error into one error per problem,
+// each key prefixed with its section.
+func prefixed(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range flatten(err) {
+		out = append(out, fmt.Errorf("%s%s", prefix, e.Error()))
+	}
+	return out
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func joinConfigErrors(errs []error) error {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = "config: " + e.Error()
+	}
+	sort.Strings(lines)
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// decodeError rewrites mapstructure's messages ("'heartbeat.interval' time:
+// invalid duration ...") so each names its key plainly and never echoes a
+// secret value.
+func decodeError(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "decoding failed due to the following error(s):\n\n")
+	var out []string
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if strings.Contains(line, "hmac_secret") {
+			line = "auth.hmac_secret: must be a string"
+		}
+		out = append(out, line)
+	}
+	return errors.New(strings.Join(out, "; "))
+}
+
+// unknownKeys lists keys in the file or environment that the contract does
+// not define, with their full path (routes[1].upstreem).
+func unknownKeys(v *viper.Viper) []string {
+	var unknown []string
+	known := map[string]bool{}
+	for k := range defaults {
+		known[k] = true
+	}
+	known["routes"] = true
+	routeKeys := map[string]bool{"path": true, "upstream": true, "subscribe": true, "publish": true, "require": true, "history": true}
+	for _, k := range v.AllKeys() {
+		if known[k] {
+			continue
+		}
+		if strings.HasPrefix(k, "routes") {
+			continue // checked below, per route
+		}
+		unknown = append(unknown, k)
+	}
+	if routes, ok := v.Get("routes").([]any); ok {
+		for i, r := range routes {
+			m, ok := r.(map[string]any)
+			if !ok {
+				unknown = append(unknown, fmt.Sprintf("routes[%d] (must be a mapping)", i))
+				continue
+			}
+			for k, v := range m {
+				if !routeKeys[strings.ToLower(k)] {
+					unknown = append(unknown, fmt.Sprintf("routes[%d].%s", i, k))
+				}
+				if h, ok := v.(map[string]any); ok && strings.EqualFold(k, "history") {
+					for hk := range h {
+						if hk != "size" && hk != "ttl" {
+							unknown = append(unknown, fmt.Sprintf("routes[%d].history.%s", i, hk))
+						}
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(unknown)
+	return unknown
+}
+
+// readSecretFile supports auth.hmac_secret given as "file:/path".
+func readSecretFile(s string) (string, error) {
+	path, ok := strings.CutPrefix(s, "file:")
+	if !ok {
+		return s, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

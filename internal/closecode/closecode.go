@@ -1,0 +1,91 @@
+// Package closecode is wsgate's one table of WebSocket close codes: which
+// codes wsgate itself sends, why, and what a client should do about each.
+// The README's close-code table is checked against Table by a test.
+package closecode
+
+import "github.com/coder/websocket"
+
+// Codes wsgate sends on its own account. Codes an upstream sends are passed
+// through unchanged (except 1005/1006/1015, which never go on the wire).
+const (
+	Normal          = websocket.StatusNormalClosure           // 1000
+	GoingAway       = websocket.StatusGoingAway               // 1001
+	ProtocolError   = websocket.StatusProtocolError           // 1002
+	InvalidPayload  = websocket.StatusInvalidFramePayloadData // 1007
+	PolicyViolation = websocket.StatusPolicyViolation         // 1008
+	MessageTooBig   = websocket.StatusMessageTooBig           // 1009
+	InternalError   = websocket.StatusInternalError           // 1011
+	TryAgainLater   = websocket.StatusTryAgainLater           // 1013
+	BadGateway      = websocket.StatusBadGateway              // 1014
+
+	TokenExpired    websocket.StatusCode = 4001
+	Forbidden       websocket.StatusCode = 4003
+	SlowConsumer    websocket.StatusCode = 4008
+	SubscriptionGap websocket.StatusCode = 4009
+)
+
+// Action is what a well-behaved client does after a close.
+type Action string
+
+// Client actions, as the browser client implements them.
+const (
+	Stop         Action = "stop and surface the reason"
+	Backoff      Action = "reconnect with backoff and jitter"
+	RefreshToken Action = "fetch a new token, reconnect at once"
+	Refetch      Action = "reconnect with backoff, refetch state"
+	None         Action = "no reconnect (unless configured)"
+)
+
+// Entry documents one close code.
+type Entry struct {
+	Code   websocket.StatusCode
+	Reason string // the reason text wsgate sends, where it sends its own
+	When   string
+	Client Action
+}
+
+// Table lists every code wsgate sends of its own, in code order.
+var Table = []Entry{
+	{Normal, "", "the upstream closed normally (passed through; also sent for a peer's 1005 \"no status\")", None},
+	{GoingAway, "server shutting down", "wsgate drains on SIGTERM (spread over shutdown_grace), or the client left (sent to the upstream)", Backoff},
+	{ProtocolError, "", "the peer broke the WebSocket protocol (unmasked client frame, bad control frame, RSV bits)", Stop},
+	{InvalidPayload, "", "a text message that is not valid UTF-8", Stop},
+	{PolicyViolation, "message rate limit exceeded", "the connection sent more messages than limits.messages_per_second allows", Stop},
+	{MessageTooBig, "message too big", "a message over max_message_bytes; sent to the sender and its peer", Stop},
+	{InternalError, "upstream heartbeat timeout", "the upstream stopped answering pings (or stopped reading: \"upstream write timeout\"), or an internal failure", Backoff},
+	{TryAgainLater, "publish failed", "a client message on a publish route could not be published (Redis down); also passed through from the upstream", Backoff},
+	{BadGateway, "upstream went away", "the upstream connection dropped without a close frame", Backoff},
+	{TokenExpired, "token expired", "the token's exp (plus auth.leeway) passed while connected; also sent to the upstream", RefreshToken},
+	{Forbidden, "route does not accept client messages", "a client message on a route with neither upstream nor publish", Stop},
+	{SlowConsumer, "slow consumer", "the client could not keep up with its subscriptions; its queue overflowed", Backoff},
+	{SubscriptionGap, "subscription interrupted", "Redis reconnected while the client was subscribed: messages in the gap may be lost", Refetch},
+}
+
+// Lookup returns the entry for code, if wsgate sends it on its own account.
+func Lookup(code websocket.StatusCode) (Entry, bool) {
+	for _, e := range Table {
+		if e.Code == code {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// Forwardable maps a close code received from one leg to the code sent to the
+// other leg. Codes that must never appear on the wire (1005 no status, 1006
+// abnormal, 1015 TLS) and values outside the ranges a peer may send are
+// replaced: 1005 becomes 1000; the others become fallback.
+func Forwardable(code, fallback websocket.StatusCode) websocket.StatusCode {
+	switch {
+	case code == websocket.StatusNoStatusRcvd:
+		return Normal
+	case code == websocket.StatusAbnormalClosure, code == websocket.StatusTLSHandshake:
+		return fallback
+	case code >= 1000 && code <= 1014 && code != 1004:
+		return code
+	case code >= 3000 && code <= 4999:
+		return code
+	default:
+		return fallback
+	}
+}

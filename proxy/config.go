@@ -1,0 +1,267 @@
+// Package proxy accepts browser WebSockets, authenticates them with an
+// auth.Verifier, and joins each to an upstream WebSocket and/or bridge
+// subscriptions, pumping frames both ways.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/configerr"
+	"github.com/wsgate/wsgate/internal/zero"
+)
+
+// Config configures a Handler. Zero values are the documented defaults.
+type Config struct {
+	// Routes maps public paths to upstreams and channels. At least one.
+	Routes []Route
+	// AllowedOrigins lists browser origins allowed to connect: exact
+	// origins ("https://app.example.com") or one leading wildcard label
+	// ("https://*.example.com"). Empty: only same-host origins. Requests
+	// without an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+	// MaxMessageBytes bounds one message in each direction. Defaults to 1 MiB.
+	MaxMessageBytes int64
+	// HeartbeatInterval is how often both legs are pinged. Defaults to 30s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a pong may take. Defaults to 10s.
+	HeartbeatTimeout time.Duration
+	// DialTimeout bounds the upstream dial and handshake. Defaults to 10s.
+	DialTimeout time.Duration
+	// WriteTimeout bounds one message write to either leg. Defaults to 10s.
+	WriteTimeout time.Duration
+	// ShutdownGrace is the window over which Drain spreads its 1001 closes.
+	// Defaults to 25s.
+	ShutdownGrace time.Duration
+	// SubscriberQueue is each client's bridge queue length (messages); a
+	// client that falls this far behind is closed as a slow consumer.
+	// Defaults to 256.
+	SubscriberQueue int
+	// Limits bound connections, handshakes and message rates.
+	Limits Limits
+}
+
+// Route is one public path. Path parameters ("{id}") may be used in
+// Upstream, Subscribe and Publish; channel templates may also use {user},
+// {tenant} and {claims.NAME}.
+type Route struct {
+	// Path is a path pattern such as /ws/bi/dashboards/{id}.
+	Path string
+	// Upstream is a ws:// or wss:// URL template. Empty: no upstream.
+	Upstream string
+	// Subscribe lists channel templates whose messages go to the client.
+	Subscribe []string
+	// Publish is a channel template client messages are published to.
+	Publish string
+	// Require maps a path parameter to a claim: the parameter's value must
+	// be one of the claim's values (e.g. {session: sid}).
+	Require map[string]string
+	// History, when set, makes the route's one subscribed channel durable:
+	// messages are kept, delivered in a position envelope, and a client
+	// reconnecting with ?since=<position> gets what it missed.
+	History *History
+}
+
+// History configures a durable subscription. Zero values are defaults.
+type History struct {
+	// Size is how many messages are kept per channel. Defaults to 1000.
+	Size int
+	// TTL is how long history outlives the last message. Defaults to 10m.
+	TTL time.Duration
+}
+
+// SinceParam is the query parameter a resuming client passes its last
+// position in.
+const SinceParam = "since"
+
+// Durable lists the bridge's durable channel patterns: each history
+// route's channel template with its placeholders as wildcards.
+func (c Config) Durable() []bridge.Durable {
+	var out []bridge.Durable
+	for _, r := range c.Routes {
+		if r.History == nil || len(r.Subscribe) != 1 {
+			continue
+		}
+		params, _ := pathParams(r.Path)
+		t, err := parseTemplate(r.Subscribe[0], params, true)
+		if err != nil {
+			continue
+		}
+		pattern := t.expand(func(string) string { return "*" })
+		out = append(out, bridge.Durable{Pattern: pattern, Size: r.History.Size, TTL: r.History.TTL})
+	}
+	return out
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultMaxMessageBytes   = 1 << 20
+	DefaultHeartbeatInterval = 30 * time.Second
+	DefaultHeartbeatTimeout  = 10 * time.Second
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultShutdownGrace     = 25 * time.Second
+	DefaultSubscriberQueue   = 256
+)
+
+func (c Config) withDefaults() Config {
+	zero.Default(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	zero.Default(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	zero.Default(&c.DialTimeout, DefaultDialTimeout)
+	zero.Default(&c.WriteTimeout, DefaultWriteTimeout)
+	zero.Default(&c.ShutdownGrace, DefaultShutdownGrace)
+	zero.Default(&c.MaxMessageBytes, DefaultMaxMessageBytes)
+	zero.Default(&c.SubscriberQueue, DefaultSubscriberQueue)
+	c.Limits = c.Limits.withDefaults()
+	return c
+}
+
+// FieldError names the config key at fault, as the config file spells it.
+type FieldError = configerr.FieldError
+
+// Validate reports every problem in c, each as a *FieldError, joined.
+func (c Config) Validate() error {
+	var problems configerr.List
+	bad := problems.Add
+	if len(c.Routes) == 0 {
+		bad("routes", "at least one route is required")
+	}
+	for i, o := range c.AllowedOrigins {
+		if err := checkOriginPattern(o); err != nil {
+			bad(fmt.Sprintf("allowed_origins[%d]", i), "%v", err)
+		}
+	}
+	if c.MaxMessageBytes < 0 {
+		bad("max_message_bytes", "must not be negative")
+	}
+	for key, d := range map[string]time.Duration{
+		"heartbeat.interval": c.HeartbeatInterval, "heartbeat.timeout": c.HeartbeatTimeout,
+		"dial_timeout": c.DialTimeout, "write_timeout": c.WriteTimeout, "shutdown_grace": c.ShutdownGrace,
+	} {
+		if d < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	d := c.withDefaults()
+	if d.HeartbeatTimeout >= d.HeartbeatInterval {
+		bad("heartbeat.timeout", "%s must be shorter than heartbeat.interval (%s)", d.HeartbeatTimeout, d.HeartbeatInterval)
+	}
+	if c.SubscriberQueue < 0 {
+		bad("subscriber_queue", "must not be negative")
+	}
+	c.Limits.validate(bad)
+	mux := http.NewServeMux()
+	for i, r := range c.Routes {
+		for _, fe := range r.validate(mux) {
+			bad(fmt.Sprintf("routes[%d].%s", i, fe.Key), "%w", fe.Err)
+		}
+	}
+	return problems.Err()
+}
+
+func (r Route) validate(mux *http.ServeMux) []*FieldError {
+	var errs []*FieldError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &FieldError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	params, err := pathParams(r.Path)
+	if err != nil {
+		bad("path", "%v", err)
+	} else if err := registerPattern(mux, r.Path); err != nil {
+		bad("path", "%v", err)
+	}
+	if r.Upstream == "" && len(r.Subscribe) == 0 && r.Publish == "" {
+		bad("upstream", "a route needs at least one of upstream, subscribe, publish")
+	}
+	if r.Upstream != "" {
+		if t, err := parseTemplate(r.Upstream, params, false); err != nil {
+			bad("upstream", "%v", err)
+		} else if u, err := url.Parse(t.expand(func(string) string { return "x" })); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			bad("upstream", "must be a ws:// or wss:// URL")
+		} else if u.RawQuery != "" || u.Fragment != "" {
+			bad("upstream", "must not carry a query or fragment (the client's query is forwarded)")
+		}
+	}
+	for j, s := range r.Subscribe {
+		if _, err := parseTemplate(s, params, true); err != nil {
+			bad(fmt.Sprintf("subscribe[%d]", j), "%v", err)
+		}
+	}
+	if r.Publish != "" {
+		if _, err := parseTemplate(r.Publish, params, true); err != nil {
+			bad("publish", "%v", err)
+		}
+	}
+	if h := r.History; h != nil {
+		if len(r.Subscribe) != 1 {
+			bad("history", "needs exactly one subscribe channel (a position belongs to one channel)")
+		}
+		if h.Size < 0 || h.Size > 1000000 {
+			bad("history.size", "must be between 1 and 1000000")
+		}
+		if h.TTL < 0 {
+			bad("history.ttl", "must not be negative")
+		}
+	}
+	for p, claim := range r.Require {
+		if !contains(params, p) {
+			bad("require."+p, "path has no parameter {%s}", p)
+		}
+		if claim == "" {
+			bad("require."+p, "names no claim")
+		}
+	}
+	return errs
+}
+
+// registerPattern checks a route path with net/http's own pattern parser,
+// turning its panic on conflicts into an error.
+func registerPattern(mux *http.ServeMux, path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	mux.Handle(path, http.NotFoundHandler())
+	return nil
+}
+
+// pathParams lists the {name} segments of a route path.
+func pathParams(path string) ([]string, error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, errors.New("must start with /")
+	}
+	if strings.ContainsAny(path, " \t?#") {
+		return nil, errors.New("must be a plain path (no spaces, query or fragment)")
+	}
+	var params []string
+	for _, seg := range strings.Split(path[1:], "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			name := seg[1 : len(seg)-1]
+			if !validName(name) || strings.HasSuffix(name, "...") {
+				return nil, fmt.Errorf("bad parameter %q", seg)
+			}
+			if contains(params, name) || reservedName(name) {
+				return nil, fmt.Errorf("parameter {%s} is repeated or reserved", name)
+			}
+			params = append(params, name)
+		} else if strings.ContainsAny(seg, "{}") {
+			return nil, fmt.Errorf("segment %q: a parameter must be a whole segment", seg)
+		}
+	}
+	return params, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}

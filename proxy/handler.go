@@ -1,0 +1,428 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/bridge"
+)
+
+// Handler serves the public WebSocket routes. Each accepted connection runs
+// until either side closes, the token expires, a heartbeat fails, or Drain
+// closes it. ServeHTTP returns once the upgrade is done: the connection then
+// runs on goroutines the Handler owns (Drain waits for them), so net/http's
+// per-request state is freed for the life of the socket.
+type Handler struct {
+	// Static after construction.
+	cfg      Config
+	verifier *auth.Verifier
+	hub      *bridge.Hub // nil when no route uses channels
+	log      *zap.Logger
+	metrics  *metrics
+	mux      *http.ServeMux
+	dialer   *http.Client
+	origins  originMatcher
+	trusted  []*net.IPNet
+	ipRate   *keyedBuckets
+	userRate *keyedBuckets
+	conns    counters
+	dials    chan struct{} // semaphore: MaxConcurrentDials; nil when unlimited
+	shared   SharedLimits  // nil: limits are per process
+
+	draining atomic.Bool
+
+	mu       sync.Mutex
+	sessions map[*session]struct{} // guarded by mu
+	ended    traffic               // guarded by mu: what ended sessions relayed
+	wg       sync.WaitGroup        // one per live session
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds a Handler. hub may be nil if no route subscribes or publishes.
+// log and reg may be nil.
+func New(cfg Config, v *auth.Verifier, hub *bridge.Hub, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	h := &Handler{
+		cfg:      cfg,
+		verifier: v,
+		hub:      hub,
+		log:      log,
+		metrics:  newMetrics(reg),
+		mux:      http.NewServeMux(),
+		dialer:   newDialClient(cfg.DialTimeout),
+		origins:  newOriginMatcher(cfg.AllowedOrigins),
+		trusted:  parseCIDRs(cfg.Limits.TrustedProxies),
+		ipRate:   newKeyedBuckets(cfg.Limits.HandshakesPerSecondPerIP),
+		userRate: newKeyedBuckets(cfg.Limits.HandshakesPerSecondPerUser),
+		sessions: make(map[*session]struct{}),
+		ended:    make(traffic),
+	}
+	if reg != nil {
+		reg.MustRegister(newTrafficCollector(h))
+	}
+	h.conns.perUser = make(map[string]int)
+	h.conns.perTenant = make(map[string]int)
+	if n := cfg.Limits.MaxConcurrentDials; n > 0 {
+		h.dials = make(chan struct{}, n)
+	}
+	for i := range cfg.Routes {
+		rt, err := newRoute(cfg.Routes[i])
+		if err != nil {
+			return nil, err
+		}
+		if rt.bridged() && hub == nil {
+			return nil, fmt.Errorf("route %s uses channels but no bridge hub was given", rt.cfg.Path)
+		}
+		h.mux.Handle(rt.cfg.Path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(rt, w, r) }))
+	}
+	h.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.reject(w, r, nil, ErrNoRoute)
+	}))
+	return h, nil
+}
+
+// ShareLimits makes the per-user and per-tenant caps and the handshake
+// rates fleet-wide. Call it before serving.
+func (h *Handler) ShareLimits(s SharedLimits) { h.shared = s }
+
+// ServeHTTP routes r to its WebSocket route, or answers 404.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// handshake is what a successful handshake hands to the session.
+type handshake struct {
+	reqID    string
+	id       *auth.Identity
+	upstream *websocket.Conn
+	sub      *bridge.Subscription
+	publish  string
+	counted  bool   // holds a slot in Handler.conns
+	unshare  func() // releases the fleet-wide slots; nil if none
+
+	// Durable routes only: what a resuming client missed.
+	recovery *bridge.Recovery
+	replay   []*bridge.Message
+}
+
+// release undoes a handshake whose client was never accepted.
+func (h *Handler) release(hs *handshake, reason string) {
+	if hs.counted {
+		h.conns.release(hs.id.User, hs.id.Tenant)
+		hs.counted = false
+	}
+	if hs.unshare != nil {
+		hs.unshare()
+		hs.unshare = nil
+	}
+	if hs.sub != nil {
+		hs.sub.Close()
+	}
+	if hs.upstream != nil {
+		hs.upstream.Close(websocket.StatusGoingAway, reason)
+	}
+}
+
+func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
+	hs, err := h.handshake(ctx, rt, r)
+	cancel()
+	if err != nil {
+		h.reject(w, r, rt, err)
+		return
+	}
+	sub := ""
+	if hs.upstream != nil {
+		sub = hs.upstream.Subprotocol()
+	}
+	opts := &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // Origin was checked against allowed_origins above
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if sub != "" {
+		opts.Subprotocols = []string{sub}
+	}
+	client, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		// Accept has answered the client already.
+		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
+		h.release(hs, "client handshake failed")
+		return
+	}
+	h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "ok").Inc()
+	h.metrics.handshakeSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
+
+	s := h.newSession(rt, r, hs, client)
+	if s == nil {
+		return // drain began during the handshake; both legs closed with 1001
+	}
+	go s.run()
+}
+
+// handshake runs every check in order (origin, token, claims, bridge,
+// upstream dial) and returns the first failure.
+func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ *handshake, err error) {
+	if h.draining.Load() {
+		return nil, ErrDraining
+	}
+	if !isUpgrade(r) {
+		return nil, ErrNotWebSocket
+	}
+	if !h.origins.allowed(r) {
+		return nil, ErrOrigin
+	}
+	now := time.Now()
+	addr := clientAddr(r, h.trusted)
+	lim := &h.cfg.Limits
+	if !h.ipRate.allow(addr, now) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(ctx, "ip:"+addr, lim.HandshakesPerSecondPerIP) {
+		return nil, fmt.Errorf("%w (client address)", ErrRateLimited)
+	}
+	raw, _, err := h.verifier.Extract(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := h.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if !h.userRate.allow(id.User, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+id.User, lim.HandshakesPerSecondPerUser) {
+		return nil, fmt.Errorf("%w (user)", ErrRateLimited)
+	}
+	hs := &handshake{reqID: requestID(r), id: id}
+	for param, claim := range rt.cfg.Require {
+		if !contains(id.ClaimValues(claim), r.PathValue(param)) {
+			return nil, fmt.Errorf("%w: {%s} is not in claim %s", ErrForbidden, param, claim)
+		}
+	}
+	if err := h.conns.acquire(&h.cfg.Limits, id.User, id.Tenant); err != nil {
+		return nil, err
+	}
+	hs.counted = true
+	defer func() {
+		if err != nil {
+			h.release(hs, "")
+		}
+	}()
+	if h.shared != nil {
+		keys := []string{"user:" + id.User, "tenant:" + id.Tenant}
+		caps := []int{lim.MaxConnectionsPerUser, lim.MaxConnectionsPerTenant}
+		if id.Tenant == "" {
+			caps[1] = 0
+		}
+		if hs.unshare, err = h.shared.Acquire(ctx, keys, caps); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUserLimit, err)
+		}
+	}
+	if rt.bridged() {
+		value := func(name string) (string, bool) { return identityValue(r, id, name) }
+		var channels []string
+		for _, t := range rt.subscribe {
+			ch, err := t.expandChannel(value)
+			if err != nil {
+				return nil, channelError(err)
+			}
+			channels = append(channels, ch)
+		}
+		if rt.cfg.Publish != "" {
+			if hs.publish, err = rt.publish.expandChannel(value); err != nil {
+				return nil, channelError(err)
+			}
+		}
+		if !h.hub.Ready() {
+			return nil, bridge.ErrUnavailable
+		}
+		if len(channels) > 0 {
+			// Subscribed before the upgrade: nothing published after the
+			// client sees "open" is missed, and a Redis failure is a 503.
+			if hs.sub, err = h.hub.Subscribe(ctx, channels, h.cfg.SubscriberQueue); err != nil {
+				return nil, err
+			}
+			if rt.cfg.History != nil {
+				if err := h.resume(ctx, r, hs, channels[0]); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if rt.cfg.Upstream != "" {
+		if h.dials != nil {
+			select {
+			case h.dials <- struct{}{}:
+				defer func() { <-h.dials }()
+			default:
+				return nil, fmt.Errorf("%w: too many upstream dials in flight", ErrCapacity)
+			}
+		}
+		if hs.upstream, err = h.dial(ctx, r, rt, raw, id, hs.reqID); err != nil {
+			return nil, err
+		}
+	}
+	return hs, nil
+}
+
+// identityValue resolves a channel placeholder.
+func identityValue(r *http.Request, id *auth.Identity, name string) (string, bool) {
+	switch {
+	case name == "user":
+		return id.User, true
+	case name == "tenant":
+		return id.Tenant, id.Tenant != ""
+	case strings.HasPrefix(name, "claims."):
+		vals := id.ClaimValues(name[len("claims."):])
+		if len(vals) != 1 {
+			return "", false
+		}
+		return vals[0], true
+	}
+	v := r.PathValue(name)
+	return v, v != ""
+}
+
+// reject answers a failed handshake. The body names the reason (never the
+// token); 401s carry WWW-Authenticate as RFC 6750 asks.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rt *route, err error) {
+	status := statusFor(err)
+	routeName := ""
+	if rt != nil {
+		routeName = rt.cfg.Path
+	}
+	result := resultFor(status)
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		result = "upstream_rejected"
+	}
+	h.metrics.handshakes.WithLabelValues(routeName, result).Inc()
+	if ce := h.log.Check(zap.InfoLevel, "handshake_rejected"); ce != nil {
+		ce.Write(zap.String("route", routeName), zap.String("path", r.URL.Path), zap.Int("status", status),
+			zap.String("remote", r.RemoteAddr), zap.String("reason", err.Error()))
+	}
+	hdr := w.Header()
+	switch status {
+	case http.StatusUnauthorized:
+		hdr.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	case http.StatusUpgradeRequired:
+		hdr.Set("Upgrade", "websocket")
+		hdr.Set("Sec-WebSocket-Version", "13")
+	case http.StatusServiceUnavailable:
+		hdr.Set("Retry-After", "1")
+	}
+	hdr.Set("Connection", "close")
+	http.Error(w, http.StatusText(status)+": "+err.Error(), status)
+}
+
+// isUpgrade checks the RFC 6455 §4.2.1 handshake fields, so a request that
+// would fail websocket.Accept is refused before an upstream is dialled.
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket") &&
+		r.Header.Get("Sec-WebSocket-Version") == "13" &&
+		len(r.Header.Get("Sec-WebSocket-Key")) == 24
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requestID keeps a sane client X-Request-Id or makes one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 128 && printableASCII(id) {
+		return id
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Drain stops new upgrades and closes every open connection with 1001,
+// spreading the closes over ShutdownGrace so clients do not all reconnect
+// in the same second. It returns when all connections are closed, or
+// closes the rest at once when ctx ends.
+func (h *Handler) Drain(ctx context.Context) {
+	h.draining.Store(true)
+	h.mu.Lock()
+	all := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+
+	window := h.cfg.ShutdownGrace * 4 / 5 // leave time for close handshakes
+	for i, s := range all {
+		delay := time.Duration(0)
+		if len(all) > 1 {
+			delay = window * time.Duration(i) / time.Duration(len(all)-1)
+		}
+		s.scheduleDrain(delay)
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		h.mu.Lock()
+		left := make([]*session, 0, len(h.sessions))
+		for s := range h.sessions {
+			left = append(left, s)
+		}
+		h.mu.Unlock()
+		for _, s := range left {
+			s.abort() // outside mu: CloseNow may wait on a close in progress
+		}
+		<-done
+	}
+}
+
+// Draining reports whether Drain has begun.
+func (h *Handler) Draining() bool { return h.draining.Load() }
+
+// Active returns the number of open connections.
+func (h *Handler) Active() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}

@@ -1,0 +1,44 @@
+package proxy
+
+// route is a compiled Route. Static after construction.
+type route struct {
+	cfg       Route
+	upstream  template
+	subscribe []template
+	publish   template
+}
+
+func newRoute(cfg Route) (*route, error) {
+	params, err := pathParams(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	rt := &route{cfg: cfg}
+	if cfg.Upstream != "" {
+		rt.upstream = mustTemplate(cfg.Upstream, params, false)
+	}
+	for _, s := range cfg.Subscribe {
+		rt.subscribe = append(rt.subscribe, mustTemplate(s, params, true))
+	}
+	if cfg.Publish != "" {
+		rt.publish = mustTemplate(cfg.Publish, params, true)
+	}
+	return rt, nil
+}
+
+func (rt *route) bridged() bool { return len(rt.cfg.Subscribe) > 0 || rt.cfg.Publish != "" }
+
+// direction labels message flow for metrics and logs.
+type direction uint8
+
+const (
+	clientToUpstream direction = iota
+	upstreamToClient
+	clientToChannel
+	channelToClient
+	numDirections
+)
+
+func (d direction) String() string {
+	return [...]string{"client_to_upstream", "upstream_to_client", "client_to_channel", "channel_to_client"}[d]
+}

@@ -1,0 +1,558 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/closecode"
+)
+
+// Sides of a connection, for logs and the closes metric.
+const (
+	sideClient   = "client"
+	sideUpstream = "upstream"
+	sideWsgate   = "wsgate"
+)
+
+// session is one accepted client and its upstream leg and/or subscription.
+// run owns every goroutine of the session and returns after all have ended
+// and both legs are closed.
+type session struct {
+	// Static after newSession.
+	h        *Handler
+	rt       *route
+	client   *websocket.Conn
+	upstream *websocket.Conn      // nil on bridge-only routes
+	sub      *bridge.Subscription // nil without subscriptions
+	recovery *bridge.Recovery     // non-nil when a durable client resumes
+	unshare  func()               // releases fleet-wide limit slots; may be nil
+	replay   []*bridge.Message
+	publish  string // channel for client messages, or ""
+	id       *auth.Identity
+	reqID    string
+	remote   string
+	start    time.Time
+	ctx      context.Context // ends once both legs are closed; bounds pings and publishes
+	cancel   context.CancelFunc
+
+	// Owned by the goroutine writing in that direction; each bounds one
+	// write to WriteTimeout without allocating per message.
+	writeTimers [numDirections]*time.Timer
+
+	// Owned by clientReadLoop.
+	msgRate bucket
+	// Owned by the goroutine reading in that direction: tells a failed read
+	// of the source from a failed write to the peer.
+	sources [numDirections]sourceReader
+
+	msgs  [numDirections]atomic.Int64
+	bytes [numDirections]atomic.Int64
+
+	closing      atomic.Bool
+	closingCh    chan struct{} // closed with closing
+	closeOnce    sync.Once
+	closed       chan struct{} // closed when both legs are closed
+	clientCode   websocket.StatusCode
+	upstreamCode websocket.StatusCode
+	closedBy     string // set once in closeOnce, read after closed
+
+	timers []*time.Timer // heartbeat, expiry, drain; stopped when run ends
+	tmu    sync.Mutex    // guards timers
+}
+
+func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn) *session {
+	client.SetReadLimit(h.cfg.MaxMessageBytes)
+	s := &session{
+		h:         h,
+		rt:        rt,
+		client:    client,
+		upstream:  hs.upstream,
+		sub:       hs.sub,
+		recovery:  hs.recovery,
+		unshare:   hs.unshare,
+		replay:    hs.replay,
+		publish:   hs.publish,
+		id:        hs.id,
+		start:     time.Now(),
+		closed:    make(chan struct{}),
+		closingCh: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.reqID, s.remote = hs.reqID, r.RemoteAddr
+
+	h.mu.Lock()
+	if h.draining.Load() {
+		h.mu.Unlock()
+		s.closeLegs(closecode.GoingAway, closecode.GoingAway, "server shutting down")
+		h.release(hs, "") // slots and subscription; both legs are closed already
+		return nil
+	}
+	h.sessions[s] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	return s
+}
+
+// run pumps until the session ends, then logs and unregisters it.
+func (s *session) run() {
+	h := s.h
+	h.metrics.active.WithLabelValues(s.rt.cfg.Path).Inc()
+	if ce := h.log.Check(zap.InfoLevel, "connection_opened"); ce != nil {
+		ce.Write(append(s.logFields(), zap.String("subprotocol", s.client.Subprotocol()))...)
+	}
+	s.armTimers()
+
+	var wg sync.WaitGroup
+	if s.upstream != nil {
+		wg.Add(1)
+		go s.upstreamToClient(&wg)
+	}
+	if s.sub != nil {
+		wg.Add(1)
+		go s.channelToClient(&wg)
+	}
+	s.clientReadLoop()
+	wg.Wait()
+	<-s.closed
+	s.stopTimers()
+	if s.sub != nil {
+		s.sub.Close()
+	}
+
+	h.metrics.active.WithLabelValues(s.rt.cfg.Path).Dec()
+	h.metrics.closes.WithLabelValues(s.rt.cfg.Path, codeLabel(s.clientCode), s.closedBy).Inc()
+	if ce := h.log.Check(zap.InfoLevel, "connection_closed"); ce != nil {
+		ce.Write(append(s.logFields(),
+			zap.Duration("duration", time.Since(s.start)),
+			zap.Int64("msgs_in", s.msgs[clientToUpstream].Load()+s.msgs[clientToChannel].Load()),
+			zap.Int64("msgs_out", s.msgs[upstreamToClient].Load()+s.msgs[channelToClient].Load()),
+			zap.Int64("bytes_in", s.bytes[clientToUpstream].Load()+s.bytes[clientToChannel].Load()),
+			zap.Int64("bytes_out", s.bytes[upstreamToClient].Load()+s.bytes[channelToClient].Load()),
+			zap.Int("client_close_code", int(s.clientCode)),
+			zap.Int("upstream_close_code", int(s.upstreamCode)),
+			zap.String("closed_by", s.closedBy))...)
+	}
+
+	h.conns.release(s.id.User, s.id.Tenant)
+	if s.unshare != nil {
+		s.unshare()
+	}
+	h.mu.Lock()
+	delete(h.sessions, s)
+	t := h.ended[s.rt.cfg.Path]
+	if t == nil {
+		t = new([numDirections][2]int64)
+		h.ended[s.rt.cfg.Path] = t
+	}
+	for d := direction(0); d < numDirections; d++ {
+		t[d][0] += s.msgs[d].Load()
+		t[d][1] += s.bytes[d].Load()
+	}
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+// logFields identify the connection in its log lines. They are built when
+// a line is written rather than held per connection (a zap.Logger.With
+// would keep an encoded copy alive for the socket's lifetime).
+func (s *session) logFields() []zap.Field {
+	return []zap.Field{zap.String("request_id", s.reqID), zap.String("route", s.rt.cfg.Path),
+		zap.String("user", s.id.User), zap.String("tenant", s.id.Tenant), zap.String("remote", s.remote)}
+}
+
+// clientReadLoop carries client messages to the upstream and/or the publish
+// channel. It runs on the HTTP handler's goroutine.
+func (s *session) clientReadLoop() {
+	for {
+		// Readers take a context that never ends: the library arms a timer per
+		// read for a cancellable one, and legs end by being closed anyway.
+		typ, r, err := s.client.Reader(context.Background())
+		if err != nil {
+			s.legEnded(sideClient, err)
+			return
+		}
+		if rate := s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !s.msgRate.take(time.Now(), rate) {
+			s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "message rate limit exceeded")
+			return
+		}
+		switch {
+		case s.publish != "":
+			err = s.publishMessage(typ, r)
+		case s.upstream != nil:
+			err = s.copyMessage(s.upstream, clientToUpstream, typ, r)
+		default:
+			s.shutdown(sideWsgate, closecode.Forbidden, closecode.GoingAway, "route does not accept client messages")
+			return
+		}
+		if err != nil {
+			s.readOrWriteFailed(sideClient, sideUpstream, err)
+			return
+		}
+	}
+}
+
+// upstreamToClient carries upstream messages to the client.
+func (s *session) upstreamToClient(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		typ, r, err := s.upstream.Reader(context.Background())
+		if err != nil {
+			s.legEnded(sideUpstream, err)
+			return
+		}
+		if err := s.copyMessage(s.client, upstreamToClient, typ, r); err != nil {
+			s.readOrWriteFailed(sideUpstream, sideClient, err)
+			return
+		}
+	}
+}
+
+// channelToClient delivers subscription messages to the client in order.
+func (s *session) channelToClient(wg *sync.WaitGroup) {
+	defer wg.Done()
+	var last bridge.Position // durable routes: the last position delivered
+	if s.recovery != nil {
+		var err error
+		if last, err = s.sendReplay(s.recovery, s.replay); err != nil {
+			s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client went away")
+			return
+		}
+		s.replay = nil
+	}
+	durable := s.rt.cfg.History != nil
+	for m := range s.sub.C() {
+		typ, payload := websocket.MessageText, m.Payload
+		switch {
+		case durable && m.Envelope != nil:
+			if last.Epoch != "" && m.Pos.Epoch == last.Epoch && !m.Pos.After(last) {
+				continue // already replayed
+			}
+			payload = m.Envelope
+			if m.Pos.Epoch != "" {
+				last = m.Pos
+			}
+		case m.Binary:
+			typ = websocket.MessageBinary
+		}
+		if err := s.writeTimed(s.client, channelToClient, func(ctx context.Context) error { return s.client.Write(ctx, typ, payload) }); err != nil {
+			s.peerWriteFailed(sideClient)
+			return
+		}
+		s.count(channelToClient, len(payload))
+	}
+	switch err := s.sub.Err(); {
+	case errors.Is(err, bridge.ErrSlowConsumer):
+		s.shutdown(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer")
+	case errors.Is(err, bridge.ErrGap):
+		s.shutdown(sideWsgate, closecode.SubscriptionGap, closecode.GoingAway, "subscription interrupted")
+	}
+}
+
+func (s *session) publishMessage(typ websocket.MessageType, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if err := s.h.hub.Publish(s.ctx, s.publish, b); err != nil {
+		s.shutdown(sideWsgate, closecode.TryAgainLater, closecode.GoingAway, "publish failed")
+		return err
+	}
+	s.count(clientToChannel, len(b))
+	if s.upstream != nil {
+		err := s.writeTimed(s.upstream, clientToUpstream, func(ctx context.Context) error { return s.upstream.Write(ctx, typ, b) })
+		if err != nil {
+			return &peerWriteError{err}
+		}
+		s.count(clientToUpstream, len(b))
+		return nil
+	}
+	return nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyMessage streams one message from r to dst. A message that fits one
+// buffer is written as a single frame; a larger one is streamed frame by
+// frame, so memory stays bounded whatever max_message_bytes is. No buffer
+// is held between messages.
+func (s *session) copyMessage(dst *websocket.Conn, d direction, typ websocket.MessageType, msg io.Reader) (err error) {
+	src := &s.sources[d]
+	src.r, src.err = msg, nil
+	r := io.Reader(src)
+	defer func() {
+		if err != nil && src.err == nil {
+			err = &peerWriteError{err} // the read side was fine: the write failed
+		}
+		src.r = nil
+	}()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		err = s.writeTimed(dst, d, func(ctx context.Context) error { return dst.Write(ctx, typ, buf[:n]) })
+		if err == nil {
+			s.count(d, n)
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	total := int64(n)
+	err = s.writeTimed(dst, d, func(ctx context.Context) error {
+		w, err := dst.Writer(ctx, typ)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		m, err := io.CopyBuffer(w, r, buf)
+		total += m
+		if err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err == nil {
+		s.count(d, int(total))
+	}
+	return err
+}
+
+// sourceReader records a read error, so a failed copy can be blamed on the
+// right leg.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// peerWriteError is a failed write to the leg a message was going to.
+type peerWriteError struct{ err error }
+
+func (e *peerWriteError) Error() string { return "write to peer: " + e.err.Error() }
+func (e *peerWriteError) Unwrap() error { return e.err }
+
+// readOrWriteFailed ends the session after a copy from src to peer failed:
+// a read error is src's doing; a write error is the peer's, whose own
+// reader knows why (its close code), so that reader reports it.
+func (s *session) readOrWriteFailed(src, peer string, err error) {
+	var pw *peerWriteError
+	if errors.As(err, &pw) {
+		s.peerWriteFailed(peer)
+		return
+	}
+	s.legEnded(src, err)
+}
+
+// peerWriteFailed waits briefly for the peer's reader to report why the
+// peer is gone, then treats it as vanished.
+func (s *session) peerWriteFailed(peer string) {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-s.closingCh:
+	case <-t.C:
+		s.legEnded(peer, io.EOF)
+	}
+}
+
+// writeTimed runs one write to dst bounded by WriteTimeout. A peer that
+// stops reading blocks the write; the timer then drops that peer.
+func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(context.Context) error) error {
+	t := s.writeTimers[d]
+	if t == nil {
+		t = time.AfterFunc(s.h.cfg.WriteTimeout, func() {
+			switch {
+			case dst == s.upstream:
+				s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout")
+			case d == channelToClient && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
+				s.shutdown(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer")
+			default:
+				s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout")
+			}
+			dst.CloseNow()
+		})
+		s.writeTimers[d] = t
+	} else {
+		t.Reset(s.h.cfg.WriteTimeout)
+	}
+	err := write(context.Background())
+	t.Stop()
+	return err
+}
+
+func (s *session) count(d direction, n int) {
+	s.msgs[d].Add(1)
+	s.bytes[d].Add(int64(n))
+}
+
+// legEnded turns the error that ended a read or write into closes of both legs.
+func (s *session) legEnded(side string, err error) {
+	if s.closing.Load() {
+		return // the session is already closing; this error is its echo
+	}
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		// The library has already closed the sender with 1009.
+		s.shutdown(side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big")
+		return
+	}
+	code := websocket.CloseStatus(err)
+	var ce websocket.CloseError
+	errors.As(err, &ce)
+	switch {
+	case side == sideClient && code != -1:
+		s.shutdown(sideClient, code, closecode.Forwardable(code, closecode.GoingAway), ce.Reason)
+	case side == sideClient && brokeProtocol(err):
+		// The library rejected a frame. It has sent 1002 itself, except for
+		// an unmasked client frame, where it sends nothing: this sends it.
+		s.shutdown(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error")
+	case side == sideClient:
+		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client went away")
+	case code != -1:
+		s.shutdown(sideUpstream, closecode.Forwardable(code, closecode.BadGateway), code, ce.Reason)
+	default:
+		s.shutdown(sideUpstream, closecode.BadGateway, closecode.GoingAway, "upstream went away")
+	}
+}
+
+// brokeProtocol tells a read error caused by the peer's bytes from one
+// caused by the connection going away.
+func brokeProtocol(err error) bool {
+	return !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) &&
+		!errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, context.Canceled)
+}
+
+// shutdown closes both legs once: the client with clientCode, the upstream
+// with upCode, both with reason. by is the side that caused it.
+func (s *session) shutdown(by string, clientCode, upCode websocket.StatusCode, reason string) {
+	s.closeOnce.Do(func() {
+		s.clientCode, s.upstreamCode, s.closedBy = clientCode, upCode, by
+		s.closing.Store(true)
+		close(s.closingCh)
+		if s.sub != nil {
+			s.sub.Close() // ends channelToClient's range over the queue
+		}
+		go s.closeLegs(clientCode, upCode, reason)
+	})
+}
+
+// closeLegs runs both close handshakes at once (each may wait up to 5s for
+// its peer) and then releases run.
+func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason string) {
+	defer close(s.closed)
+	defer s.cancel()
+	var wg sync.WaitGroup
+	if s.upstream != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.upstream.Close(upCode, reason)
+			s.upstream.CloseNow()
+		}()
+	}
+	s.client.Close(clientCode, reason)
+	// Close returns early when the library already sent a close frame of its
+	// own (a protocol error); nobody reads the peer's reply then, so the
+	// socket is released here rather than left to the peer.
+	s.client.CloseNow()
+	wg.Wait()
+}
+
+// abort drops both legs without close handshakes (Drain's deadline passed).
+func (s *session) abort() {
+	s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
+	s.client.CloseNow()
+	if s.upstream != nil {
+		s.upstream.CloseNow()
+	}
+}
+
+func (s *session) addTimer(t *time.Timer) {
+	s.tmu.Lock()
+	s.timers = append(s.timers, t)
+	s.tmu.Unlock()
+}
+
+func (s *session) stopTimers() {
+	s.tmu.Lock()
+	for _, t := range s.timers {
+		t.Stop()
+	}
+	s.tmu.Unlock()
+	for _, t := range s.writeTimers {
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// armTimers starts the heartbeat and the token-expiry close. Timers hold no
+// goroutine while they wait.
+func (s *session) armTimers() {
+	until := time.Until(s.id.Expiry.Add(s.h.verifier.Leeway()))
+	s.addTimer(time.AfterFunc(until, func() {
+		s.shutdown(sideWsgate, closecode.TokenExpired, closecode.TokenExpired, "token expired")
+	}))
+	var beat *time.Timer
+	beat = time.AfterFunc(s.h.cfg.HeartbeatInterval, func() {
+		if s.heartbeat() {
+			beat.Reset(s.h.cfg.HeartbeatInterval)
+		}
+	})
+	s.addTimer(beat)
+}
+
+// heartbeat pings both legs at once and closes the session if either fails
+// to answer within HeartbeatTimeout. It reports whether to ping again.
+func (s *session) heartbeat() bool {
+	ctx, cancel := context.WithTimeout(s.ctx, s.h.cfg.HeartbeatTimeout)
+	defer cancel()
+	upErr := make(chan error, 1)
+	if s.upstream != nil {
+		go func() { upErr <- s.upstream.Ping(ctx) }()
+	} else {
+		upErr <- nil
+	}
+	clientErr := s.client.Ping(ctx)
+	uerr := <-upErr
+	switch {
+	case s.closing.Load():
+		return false
+	case uerr != nil:
+		s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream heartbeat timeout")
+		return false
+	case clientErr != nil:
+		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client heartbeat timeout")
+		return false
+	}
+	return true
+}
+
+// scheduleDrain closes the session with 1001 after delay.
+func (s *session) scheduleDrain(delay time.Duration) {
+	s.addTimer(time.AfterFunc(delay, func() {
+		s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
+	}))
+}
