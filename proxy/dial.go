@@ -27,7 +27,7 @@ func newDialClient(timeout time.Duration) *http.Client {
 // dial opens the upstream leg. The upstream sees the token only in the
 // Authorization header, never in its URL, and never sees identity headers
 // the client tried to set.
-func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token string, id *auth.Identity, reqID string) (*websocket.Conn, error) {
+func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token string, id *auth.Identity, reqID string) (*websocket.Conn, net.Conn, error) {
 	target := rt.upstream.expand(func(name string) string { return url.PathEscape(r.PathValue(name)) })
 	var ours []string
 	if rt.cfg.History != nil {
@@ -73,6 +73,8 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.DialTimeout)
 	defer cancel()
+	var raw net.Conn
+	ctx = context.WithValue(ctx, connSlotKey{}, &raw)
 	start := time.Now()
 	conn, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{
 		HTTPClient:      h.dialer,
@@ -84,14 +86,14 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 	if err != nil {
 		switch {
 		case resp != nil && resp.StatusCode != http.StatusSwitchingProtocols:
-			return nil, &UpstreamError{Status: resp.StatusCode}
+			return nil, nil, &UpstreamError{Status: resp.StatusCode}
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
-			return nil, ErrUpstreamTimeout
+			return nil, nil, ErrUpstreamTimeout
 		case resp != nil:
-			return nil, ErrUpstreamProtocol
+			return nil, nil, ErrUpstreamProtocol
 		}
-		return nil, ErrUpstreamDown
+		return nil, nil, ErrUpstreamDown
 	}
 	conn.SetReadLimit(h.cfg.MaxMessageBytes)
-	return conn, nil
+	return conn, raw, nil
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -114,10 +115,13 @@ type handshake struct {
 	reqID    string
 	id       *auth.Identity
 	upstream *websocket.Conn
-	sub      *bridge.Subscription
-	publish  string
-	counted  bool   // holds a slot in Handler.conns
-	unshare  func() // releases the fleet-wide slots; nil if none
+	// upstreamRaw is the upstream's connection under the WebSocket, kept to
+	// bound its close handshake.
+	upstreamRaw net.Conn
+	sub         *bridge.Subscription
+	publish     string
+	counted     bool   // holds a slot in Handler.conns
+	unshare     func() // releases the fleet-wide slots; nil if none
 
 	// Durable routes only: what a resuming client missed.
 	recovery *bridge.Recovery
@@ -138,7 +142,7 @@ func (h *Handler) release(hs *handshake, reason string) {
 		hs.sub.Close()
 	}
 	if hs.upstream != nil {
-		hs.upstream.Close(websocket.StatusGoingAway, reason)
+		closeBounded(hs.upstream, hs.upstreamRaw, websocket.StatusGoingAway, reason, closeHandshakeTimeout)
 	}
 }
 
@@ -162,7 +166,8 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	if sub != "" {
 		opts.Subprotocols = []string{sub}
 	}
-	client, err := websocket.Accept(w, r, opts)
+	hj := &hijackRecorder{ResponseWriter: w}
+	client, err := websocket.Accept(hj, r, opts)
 	if err != nil {
 		// Accept has answered the client already.
 		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
@@ -172,11 +177,24 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "ok").Inc()
 	h.metrics.handshakeSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
 
-	s := h.newSession(rt, r, hs, client)
+	s := h.newSession(rt, r, hs, client, hj.conn)
 	if s == nil {
 		return // drain began during the handshake; both legs closed with 1001
 	}
 	go s.run()
+}
+
+// hijackRecorder keeps the connection websocket.Accept hijacks, so that a
+// close handshake the client never finishes can be cut short.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.conn = c
+	return c, brw, err
 }
 
 // handshake runs every check in order (origin, token, claims, bridge,
@@ -273,7 +291,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 				return nil, fmt.Errorf("%w: too many upstream dials in flight", ErrCapacity)
 			}
 		}
-		if hs.upstream, err = h.dial(ctx, r, rt, raw, id, hs.reqID); err != nil {
+		if hs.upstream, hs.upstreamRaw, err = h.dial(ctx, r, rt, raw, id, hs.reqID); err != nil {
 			return nil, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"net/http"
 	"runtime"
 	"testing"
@@ -362,5 +363,51 @@ func TestProtocolErrorCountedAs1002(t *testing.T) {
 	got1001 := g.metric(t, "wsgate_closes_total", "route", "/ws/echo", "code", "1001", "side", "client")
 	if got1002 != 1 {
 		t.Errorf(`wsgate_closes_total{code="1002",side="client"} = %v, want 1 (code="1001": %v)`, got1002, got1001)
+	}
+}
+
+// TestBrokenPeerCannotHoldCloseHandshake: after refusing a frame, the
+// library's close handshake would parse the refused frame's leftover bytes as
+// a new frame, or drain the rest of an oversized one, with no deadline. A
+// client that leaves such a frame unfinished and keeps its socket open must
+// still be disconnected promptly, its session ended and its slot freed.
+func TestBrokenPeerCannotHoldCloseHandshake(t *testing.T) {
+	zeroKey := []byte{0, 0, 0, 0} // payload goes on the wire as written
+	// An RSV2 frame whose payload reads as the header of a 64 KiB binary
+	// frame that never arrives.
+	rsvLure := append([]byte{0x80 | rsv2 | opBinary, 0x80 | 8}, zeroKey...)
+	rsvLure = append(rsvLure, 0x80|opBinary, 0x80|126, 0xff, 0xff, 0, 0, 0, 0)
+	// A binary frame announcing 2 MiB (the limit is 1 MiB) that stops just
+	// past the limit.
+	tooBig := append([]byte{0x80 | opBinary, 0x80 | 127}, binary.BigEndian.AppendUint64(nil, 2<<20)...)
+	tooBig = append(tooBig, zeroKey...)
+	tooBig = append(tooBig, make([]byte, 1<<20+16)...)
+
+	cases := map[string]struct {
+		wire []byte
+		want uint16
+	}{
+		"rsv frame with a lure":           {rsvLure, 1002},
+		"oversized frame left unfinished": {tooBig, 1009},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g, rec := newRawGateway(t)
+			rc := rawDial(t, g, "/ws/echo", authHeader(t))
+			rec.LastRequest(t)
+			rc.writeBytes(tc.wire)
+			start := time.Now()
+			code, reason := rc.expectClose(10 * time.Second) // answers the close, then waits for EOF
+			if code != tc.want {
+				t.Errorf("client got close %d %q, want %d", code, reason, tc.want)
+			}
+			if took := time.Since(start); took > 4*time.Second {
+				t.Errorf("server held the connection %v after refusing the frame, want about 1s", took.Round(time.Millisecond))
+			}
+			if upCode := rec.closed(t); upCode != websocket.StatusGoingAway && upCode != websocket.StatusMessageTooBig {
+				t.Errorf("upstream got close %d", upCode)
+			}
+			wstest.WaitFor(t, "session end", func() bool { return g.h.Active() == 0 })
+		})
 	}
 }

@@ -34,18 +34,21 @@ type session struct {
 	h        *Handler
 	rt       *route
 	client   *websocket.Conn
-	upstream *websocket.Conn      // nil on bridge-only routes
-	sub      *bridge.Subscription // nil without subscriptions
-	recovery *bridge.Recovery     // non-nil when a durable client resumes
-	unshare  func()               // releases fleet-wide limit slots; may be nil
-	replay   []*bridge.Message
-	publish  string // channel for client messages, or ""
-	id       *auth.Identity
-	reqID    string
-	remote   string
-	start    time.Time
-	ctx      context.Context // ends once both legs are closed; bounds pings and publishes
-	cancel   context.CancelFunc
+	upstream *websocket.Conn // nil on bridge-only routes
+	// The connections under client and upstream (nil if unknown): dropped
+	// outright when a close handshake overruns its bound.
+	clientRaw, upstreamRaw net.Conn
+	sub                    *bridge.Subscription // nil without subscriptions
+	recovery               *bridge.Recovery     // non-nil when a durable client resumes
+	unshare                func()               // releases fleet-wide limit slots; may be nil
+	replay                 []*bridge.Message
+	publish                string // channel for client messages, or ""
+	id                     *auth.Identity
+	reqID                  string
+	remote                 string
+	start                  time.Time
+	ctx                    context.Context // ends once both legs are closed; bounds pings and publishes
+	cancel                 context.CancelFunc
 
 	// Owned by the goroutine writing in that direction; each bounds one
 	// write to WriteTimeout without allocating per message.
@@ -72,22 +75,24 @@ type session struct {
 	tmu    sync.Mutex    // guards timers
 }
 
-func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn) *session {
+func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn, clientRaw net.Conn) *session {
 	client.SetReadLimit(h.cfg.MaxMessageBytes)
 	s := &session{
-		h:         h,
-		rt:        rt,
-		client:    client,
-		upstream:  hs.upstream,
-		sub:       hs.sub,
-		recovery:  hs.recovery,
-		unshare:   hs.unshare,
-		replay:    hs.replay,
-		publish:   hs.publish,
-		id:        hs.id,
-		start:     time.Now(),
-		closed:    make(chan struct{}),
-		closingCh: make(chan struct{}),
+		h:           h,
+		rt:          rt,
+		client:      client,
+		clientRaw:   clientRaw,
+		upstream:    hs.upstream,
+		upstreamRaw: hs.upstreamRaw,
+		sub:         hs.sub,
+		recovery:    hs.recovery,
+		unshare:     hs.unshare,
+		replay:      hs.replay,
+		publish:     hs.publish,
+		id:          hs.id,
+		start:       time.Now(),
+		closed:      make(chan struct{}),
+		closingCh:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.reqID, s.remote = hs.reqID, r.RemoteAddr
@@ -95,7 +100,7 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
-		s.closeLegs(closecode.GoingAway, closecode.GoingAway, "server shutting down")
+		s.closeLegs(closecode.GoingAway, closecode.GoingAway, "server shutting down", "")
 		h.release(hs, "") // slots and subscription; both legs are closed already
 		return nil
 	}
@@ -414,8 +419,8 @@ func (s *session) legEnded(side string, err error) {
 		return // the session is already closing; this error is its echo
 	}
 	if errors.Is(err, websocket.ErrMessageTooBig) {
-		// The library has already closed the sender with 1009.
-		s.shutdown(side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big")
+		// The library has already sent the sender 1009.
+		s.end(side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big", side)
 		return
 	}
 	code := websocket.CloseStatus(err)
@@ -427,7 +432,7 @@ func (s *session) legEnded(side string, err error) {
 	case side == sideClient && brokeProtocol(err):
 		// The library rejected a frame. It has sent 1002 itself, except for
 		// an unmasked client frame, where it sends nothing: this sends it.
-		s.shutdown(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error")
+		s.end(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error", sideClient)
 	case side == sideClient:
 		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client went away")
 	case code != -1:
@@ -447,6 +452,12 @@ func brokeProtocol(err error) bool {
 // shutdown closes both legs once: the client with clientCode, the upstream
 // with upCode, both with reason. by is the side that caused it.
 func (s *session) shutdown(by string, clientCode, upCode websocket.StatusCode, reason string) {
+	s.end(by, clientCode, upCode, reason, "")
+}
+
+// end is shutdown where the peer on side broken (if not "") sent bytes the
+// library refused: its close handshake gets only brokenPeerTimeout.
+func (s *session) end(by string, clientCode, upCode websocket.StatusCode, reason, broken string) {
 	s.closeOnce.Do(func() {
 		s.clientCode, s.upstreamCode, s.closedBy = clientCode, upCode, by
 		s.closing.Store(true)
@@ -454,35 +465,67 @@ func (s *session) shutdown(by string, clientCode, upCode websocket.StatusCode, r
 		if s.sub != nil {
 			s.sub.Close() // ends channelToClient's range over the queue
 		}
-		go s.closeLegs(clientCode, upCode, reason)
+		go s.closeLegs(clientCode, upCode, reason, broken)
 	})
 }
 
-// closeLegs runs both close handshakes at once (each may wait up to 5s for
-// its peer) and then releases run.
-func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason string) {
+// closeLegs runs both close handshakes at once, each bounded (a peer that
+// broke the protocol gets brokenPeerTimeout, see end), then releases run.
+func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason, broken string) {
 	defer close(s.closed)
 	defer s.cancel()
+	within := func(side string) time.Duration {
+		if side == broken {
+			return brokenPeerTimeout
+		}
+		return closeHandshakeTimeout
+	}
 	var wg sync.WaitGroup
 	if s.upstream != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.upstream.Close(upCode, reason)
-			s.upstream.CloseNow()
+			closeBounded(s.upstream, s.upstreamRaw, upCode, reason, within(sideUpstream))
 		}()
 	}
-	s.client.Close(clientCode, reason)
-	// Close returns early when the library already sent a close frame of its
-	// own (a protocol error); nobody reads the peer's reply then, so the
-	// socket is released here rather than left to the peer.
-	s.client.CloseNow()
+	closeBounded(s.client, s.clientRaw, clientCode, reason, within(sideClient))
 	wg.Wait()
+}
+
+// Bounds on one leg's close handshake.
+const (
+	closeHandshakeTimeout = 5 * time.Second
+	// The stream of a peer that broke the protocol or overran the message
+	// limit is garbage from the refused frame on; RFC 6455 §7.1.7 lets an
+	// endpoint drop such a connection at once. It gets a moment to read the
+	// close frame and answer.
+	brokenPeerTimeout = time.Second
+)
+
+// closeBounded runs c's close handshake and drops the connection under it
+// (raw, if known) once within has passed. coder/websocket bounds its own
+// close-frame write and the wait for the answer, but not draining the rest
+// of a frame the peer left unfinished, nor parsing the bytes after a frame
+// it refused: a peer could hold the handshake, and the session, open forever.
+func closeBounded(c *websocket.Conn, raw net.Conn, code websocket.StatusCode, reason string, within time.Duration) {
+	if raw != nil {
+		t := time.AfterFunc(within, func() { raw.Close() })
+		defer t.Stop()
+	}
+	c.Close(code, reason)
+	c.CloseNow()
 }
 
 // abort drops both legs without close handshakes (Drain's deadline passed).
 func (s *session) abort() {
 	s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
+	// CloseNow waits for a close handshake in progress; closing the
+	// connections underneath ends it.
+	for _, raw := range []net.Conn{s.clientRaw, s.upstreamRaw} {
+		if raw != nil {
+			raw.Close()
+		}
+	}
 	s.client.CloseNow()
 	if s.upstream != nil {
 		s.upstream.CloseNow()

@@ -83,12 +83,20 @@ func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	conn.SetDeadline(time.Time{})
 	ok = true
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if slot, _ := ctx.Value(connSlotKey{}).(*net.Conn); slot != nil {
+			*slot = conn
+		}
 		resp.Body = &upgraded{Conn: conn, r: br}
 	} else {
 		resp.Body = &closingBody{Reader: io.LimitReader(resp.Body, 4096), c: conn}
 	}
 	return resp, nil
 }
+
+// connSlotKey marks a dial context carrying a *net.Conn that RoundTrip sets
+// to the upgraded connection, so its owner can drop it outright when a close
+// handshake overruns (see closeBounded).
+type connSlotKey struct{}
 
 // upgraded is the connection after a 101: reads drain what the response
 // reader buffered first.
