@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every Go fuzz target for FUZZTIME (default 30s), one at a time, and
-# exits non-zero if any finds a failure. A failing input is written by
+# Runs every Go fuzz target for FUZZTIME (default 30s; or a count such as
+# 20000x), one at a time, and exits non-zero if any finds a failure. A failing input is written by
 # `go test` to PKG/testdata/fuzz/FuzzX/<hash>: fix the bug, then commit the
 # file so the input stays a regression test (`go test ./...` replays it).
 #
@@ -29,10 +29,22 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 fi
 
 failed=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	echo "==> $name ($pkg, $fuzztime)"
-	if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "${parallel[@]}"; then
+	corpus="$pkg/testdata/fuzz/$name"
+	before=$(ls "$corpus" 2>/dev/null | wc -l)
+	if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "${parallel[@]}" 2>&1 | tee "$log"; then
+		after=$(ls "$corpus" 2>/dev/null | wc -l)
+		# Go <1.27's coordinator can report its own -fuzztime deadline as a
+		# failure (go.dev/issue/75804). That is no finding: no input was
+		# written. A count (e.g. 20000x) has no deadline and cannot hit it.
+		if [[ "$after" == "$before" ]] && grep -q '^    context deadline exceeded$' "$log"; then
+			echo "fuzz: $name: the -fuzztime deadline race of go.dev/issue/75804, no failing input; not a finding"
+			continue
+		fi
 		failed+=("$name ($pkg)")
 	fi
 done
