@@ -40,7 +40,9 @@ func TestConnectionCaps(t *testing.T) {
 	if got := g.status(t, "/ws/echo", tok("fay", "D")); got != http.StatusServiceUnavailable {
 		t.Errorf("connection over the global cap: %d, want 503", got)
 	}
-	// Closing frees the slot.
+	// Closing frees the slot. (A session registers just after its 101 is
+	// written: wait for all five before counting down to four.)
+	wstest.WaitFor(t, "five sessions", func() bool { return g.h.Active() == 5 })
 	a1.Close(websocket.StatusNormalClosure, "")
 	wstest.WaitFor(t, "slot freed", func() bool { return g.h.Active() == 4 })
 	g.dial(t, "/ws/echo", tok("fay", "D"))
