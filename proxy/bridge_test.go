@@ -339,3 +339,52 @@ func TestBridgeChannelValuesFromClaimsAndPath(t *testing.T) {
 		t.Errorf("path parameter with a glob character: %d, want 400", got)
 	}
 }
+
+// A route can combine an upstream with channels: client messages go to the
+// upstream and the publish channel, and the client gets both the upstream's
+// messages and the channel's.
+func TestRouteCombinesUpstreamAndChannels(t *testing.T) {
+	brokers(t, func(t *testing.T, redisURL string, _ *wstest.Redis) {
+		rec := newRecorder(t)
+		g := newBridgeGateway(t, redisURL, func(o *gatewayOpts) {
+			o.proxy.Routes = append(o.proxy.Routes, proxy.Route{Path: "/ws/assist/{doc}", Upstream: rec.WSURL() + "/echo",
+				Subscribe: []string{"collab:{tenant}:{doc}"}, Publish: "collab:{tenant}:{doc}"})
+		})
+		tok := wstest.Token(t, "alice", nil)                      // tenant t1
+		watcher := g.dial(t, "/ws/collaboration/d1", bearer(tok)) // a room member without the upstream
+		c := g.dial(t, "/ws/assist/d1", bearer(tok))
+		if got := rec.LastRequest(t).Header.Get("X-User-Id"); got != "alice" {
+			t.Fatalf("upstream saw X-User-Id %q, want alice", got)
+		}
+		wstest.WaitFor(t, "both subscribed", func() bool { return wstest.Metric(t, g.reg, "wsgate_bridge_subscriptions") >= 1 })
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Write(ctx, websocket.MessageText, []byte("edit 1")); err != nil {
+			t.Fatal(err)
+		}
+		// The sender gets its message twice: echoed by the upstream and
+		// from the room; the other member once, from the room.
+		got := map[string]int{}
+		for range 2 {
+			got[readText(t, c)]++
+		}
+		if got["edit 1"] != 2 {
+			t.Errorf("sender got %v, want \"edit 1\" from the upstream and from the channel", got)
+		}
+		if m := readText(t, watcher); m != "edit 1" {
+			t.Errorf("room member got %q, want \"edit 1\"", m)
+		}
+		publish(t, g, "collab:t1:d1", "from the service")
+		if m := readText(t, c); m != "from the service" {
+			t.Errorf("got %q, want the channel message", m)
+		}
+		if m := rec.message(t); string(m.b) != "edit 1" {
+			t.Errorf("upstream read %q, want \"edit 1\"", m.b)
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+		if code := rec.closed(t); code != websocket.StatusNormalClosure {
+			t.Errorf("upstream got close %d, want 1000", code)
+		}
+	})
+}

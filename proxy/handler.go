@@ -118,6 +118,10 @@ type handshake struct {
 	// upstreamRaw is the upstream's connection under the WebSocket, kept to
 	// bound its close handshake.
 	upstreamRaw net.Conn
+	// Passthrough routes: both legs as wires, and the upstream's choice of
+	// subprotocol.
+	cw, uw      *wire
+	subprotocol string
 	sub         *bridge.Subscription
 	publish     string
 	counted     bool   // holds a slot in Handler.conns
@@ -144,6 +148,10 @@ func (h *Handler) release(hs *handshake, reason string) {
 	if hs.upstream != nil {
 		closeBounded(hs.upstream, hs.upstreamRaw, websocket.StatusGoingAway, reason, closeHandshakeTimeout)
 	}
+	if hs.uw != nil {
+		close(hs.uw.readDone) // no pump reads it: do not wait for an answer
+		hs.uw.closeHandshake(websocket.StatusGoingAway, reason, closeHandshakeTimeout, false)
+	}
 }
 
 func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
@@ -155,21 +163,15 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, rt, err)
 		return
 	}
-	sub := ""
-	if hs.upstream != nil {
-		sub = hs.upstream.Subprotocol()
+	var client *websocket.Conn
+	var clientRaw net.Conn
+	if hs.uw != nil {
+		clientRaw, err = h.acceptWire(w, r, hs)
+	} else {
+		client, clientRaw, err = h.acceptConn(w, r, hs)
 	}
-	opts := &websocket.AcceptOptions{
-		InsecureSkipVerify: true, // Origin was checked against allowed_origins above
-		CompressionMode:    websocket.CompressionDisabled,
-	}
-	if sub != "" {
-		opts.Subprotocols = []string{sub}
-	}
-	hj := &hijackRecorder{ResponseWriter: w}
-	client, err := websocket.Accept(hj, r, opts)
 	if err != nil {
-		// Accept has answered the client already.
+		// The client has been answered, or its connection is gone.
 		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
 		h.release(hs, "client handshake failed")
 		return
@@ -177,11 +179,63 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "ok").Inc()
 	h.metrics.handshakeSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
 
-	s := h.newSession(rt, r, hs, client, hj.conn)
+	s := h.newSession(rt, r, hs, client, clientRaw)
 	if s == nil {
 		return // drain began during the handshake; both legs closed with 1001
 	}
 	go s.run()
+}
+
+// acceptConn completes the client handshake through coder/websocket, for
+// routes whose messages wsgate reads (channels).
+func (h *Handler) acceptConn(w http.ResponseWriter, r *http.Request, hs *handshake) (*websocket.Conn, net.Conn, error) {
+	opts := &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // Origin was checked against allowed_origins above
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if hs.upstream != nil {
+		if sub := hs.upstream.Subprotocol(); sub != "" {
+			opts.Subprotocols = []string{sub}
+		}
+		hs.subprotocol = hs.upstream.Subprotocol()
+	}
+	hj := &hijackRecorder{ResponseWriter: w}
+	client, err := websocket.Accept(hj, r, opts)
+	if err != nil {
+		return nil, nil, err // Accept has answered the client already
+	}
+	return client, hj.conn, nil
+}
+
+// acceptWire completes the client handshake of a passthrough route itself
+// (isUpgrade checked the request): the 101 goes out on the hijacked
+// connection, which becomes the client wire.
+func (h *Handler) acceptWire(w http.ResponseWriter, r *http.Request, hs *handshake) (net.Conn, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{}) // net/http's header and handshake deadlines
+	var pending []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		pending, _ = brw.Reader.Peek(n) // frames sent right behind the request
+	}
+	resp := make([]byte, 0, 256)
+	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = append(resp, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
+	if hs.subprotocol != "" {
+		resp = append(resp, "\r\nSec-WebSocket-Protocol: "...)
+		resp = append(resp, hs.subprotocol...)
+	}
+	resp = append(resp, "\r\n\r\n"...)
+	conn.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
+	if _, err := conn.Write(resp); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	hs.cw = newWire(conn, pending, true)
+	return conn, nil
 }
 
 // hijackRecorder keeps the connection websocket.Accept hijacks, so that a
@@ -291,7 +345,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 				return nil, fmt.Errorf("%w: too many upstream dials in flight", ErrCapacity)
 			}
 		}
-		if hs.upstream, hs.upstreamRaw, err = h.dial(ctx, r, rt, raw, id, hs.reqID); err != nil {
+		if err = h.dial(ctx, r, rt, raw, id, hs); err != nil {
 			return nil, err
 		}
 	}

@@ -137,6 +137,9 @@ type rawConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	resp *http.Response
+	// upstreamSide: this is the upstream end, where wsgate is the client
+	// and must mask every frame.
+	upstreamSide bool
 }
 
 // rawDial performs the opening handshake on a fresh TCP connection to g and
@@ -210,8 +213,8 @@ func (rc *rawConn) next(within time.Duration) frame {
 	if err != nil {
 		rc.t.Fatalf("read frame: %v", err)
 	}
-	if f.masked {
-		rc.t.Fatalf("server sent a masked frame (opcode %#x): RFC 6455 §5.1 forbids it", f.opcode)
+	if f.masked != rc.upstreamSide {
+		rc.t.Fatalf("frame (opcode %#x) masked=%v: RFC 6455 §5.1 has clients mask and servers not", f.opcode, f.masked)
 	}
 	return f
 }

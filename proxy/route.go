@@ -28,6 +28,10 @@ func newRoute(cfg Route) (*route, error) {
 
 func (rt *route) bridged() bool { return len(rt.cfg.Subscribe) > 0 || rt.cfg.Publish != "" }
 
+// passthrough reports whether the route relays frames between two raw
+// connections (relay.go): it has an upstream and no channels.
+func (rt *route) passthrough() bool { return rt.cfg.Upstream != "" && !rt.bridged() }
+
 // direction labels message flow for metrics and logs.
 type direction uint8
 

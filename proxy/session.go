@@ -38,17 +38,21 @@ type session struct {
 	// The connections under client and upstream (nil if unknown): dropped
 	// outright when a close handshake overruns its bound.
 	clientRaw, upstreamRaw net.Conn
-	sub                    *bridge.Subscription // nil without subscriptions
-	recovery               *bridge.Recovery     // non-nil when a durable client resumes
-	unshare                func()               // releases fleet-wide limit slots; may be nil
-	replay                 []*bridge.Message
-	publish                string // channel for client messages, or ""
-	id                     *auth.Identity
-	reqID                  string
-	remote                 string
-	start                  time.Time
-	ctx                    context.Context // ends once both legs are closed; bounds pings and publishes
-	cancel                 context.CancelFunc
+	// Passthrough routes (relay.go) have no client or upstream Conn: both
+	// legs are wires relayed frame by frame.
+	cw, uw      *wire
+	subprotocol string
+	sub         *bridge.Subscription // nil without subscriptions
+	recovery    *bridge.Recovery     // non-nil when a durable client resumes
+	unshare     func()               // releases fleet-wide limit slots; may be nil
+	replay      []*bridge.Message
+	publish     string // channel for client messages, or ""
+	id          *auth.Identity
+	reqID       string
+	remote      string
+	start       time.Time
+	ctx         context.Context // ends once both legs are closed; bounds pings and publishes
+	cancel      context.CancelFunc
 
 	// Owned by the goroutine writing in that direction; each bounds one
 	// write to WriteTimeout without allocating per message.
@@ -76,7 +80,9 @@ type session struct {
 }
 
 func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn, clientRaw net.Conn) *session {
-	client.SetReadLimit(h.cfg.MaxMessageBytes)
+	if client != nil {
+		client.SetReadLimit(h.cfg.MaxMessageBytes)
+	}
 	s := &session{
 		h:           h,
 		rt:          rt,
@@ -90,6 +96,9 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		replay:      hs.replay,
 		publish:     hs.publish,
 		id:          hs.id,
+		cw:          hs.cw,
+		uw:          hs.uw,
+		subprotocol: hs.subprotocol,
 		start:       time.Now(),
 		closed:      make(chan struct{}),
 		closingCh:   make(chan struct{}),
@@ -100,6 +109,11 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
+		if s.cw != nil {
+			close(s.cw.readDone) // no pumps run: nothing waits for an answer
+			close(s.uw.readDone)
+			hs.uw = nil
+		}
 		s.closeLegs(closecode.GoingAway, closecode.GoingAway, "server shutting down", "")
 		h.release(hs, "") // slots and subscription; both legs are closed already
 		return nil
@@ -115,20 +129,30 @@ func (s *session) run() {
 	h := s.h
 	h.metrics.active.WithLabelValues(s.rt.cfg.Path).Inc()
 	if ce := h.log.Check(zap.InfoLevel, "connection_opened"); ce != nil {
-		ce.Write(append(s.logFields(), zap.String("subprotocol", s.client.Subprotocol()))...)
+		ce.Write(append(s.logFields(), zap.String("subprotocol", s.subprotocol))...)
 	}
 	s.armTimers()
 
 	var wg sync.WaitGroup
-	if s.upstream != nil {
+	switch {
+	case s.cw != nil:
 		wg.Add(1)
-		go s.upstreamToClient(&wg)
+		go func() {
+			defer wg.Done()
+			s.pump(upstreamToClient, s.uw, s.cw, sideUpstream)
+		}()
+		s.pump(clientToUpstream, s.cw, s.uw, sideClient)
+	default:
+		if s.upstream != nil {
+			wg.Add(1)
+			go s.upstreamToClient(&wg)
+		}
+		if s.sub != nil {
+			wg.Add(1)
+			go s.channelToClient(&wg)
+		}
+		s.clientReadLoop()
 	}
-	if s.sub != nil {
-		wg.Add(1)
-		go s.channelToClient(&wg)
-	}
-	s.clientReadLoop()
 	wg.Wait()
 	<-s.closed
 	s.stopTimers()
@@ -481,14 +505,24 @@ func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason, bro
 		return closeHandshakeTimeout
 	}
 	var wg sync.WaitGroup
-	if s.upstream != nil {
+	switch {
+	case s.cw != nil:
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.uw.closeHandshake(upCode, reason, within(sideUpstream), broken == sideUpstream)
+		}()
+		s.cw.closeHandshake(clientCode, reason, within(sideClient), broken == sideClient)
+	case s.upstream != nil:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			closeBounded(s.upstream, s.upstreamRaw, upCode, reason, within(sideUpstream))
 		}()
+		fallthrough
+	default:
+		closeBounded(s.client, s.clientRaw, clientCode, reason, within(sideClient))
 	}
-	closeBounded(s.client, s.clientRaw, clientCode, reason, within(sideClient))
 	wg.Wait()
 }
 
@@ -526,7 +560,9 @@ func (s *session) abort() {
 			raw.Close()
 		}
 	}
-	s.client.CloseNow()
+	if s.client != nil {
+		s.client.CloseNow()
+	}
 	if s.upstream != nil {
 		s.upstream.CloseNow()
 	}
@@ -570,6 +606,9 @@ func (s *session) armTimers() {
 // heartbeat pings both legs at once and closes the session if either fails
 // to answer within HeartbeatTimeout. It reports whether to ping again.
 func (s *session) heartbeat() bool {
+	if s.cw != nil {
+		return s.heartbeatWires()
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.h.cfg.HeartbeatTimeout)
 	defer cancel()
 	upErr := make(chan error, 1)
@@ -598,4 +637,38 @@ func (s *session) scheduleDrain(delay time.Duration) {
 	s.addTimer(time.AfterFunc(delay, func() {
 		s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
 	}))
+}
+
+// heartbeatWires is heartbeat for a passthrough session: each leg's pump
+// reports the pongs it reads.
+func (s *session) heartbeatWires() bool {
+	timeout := s.h.cfg.HeartbeatTimeout
+	for _, w := range []*wire{s.cw, s.uw} {
+		select {
+		case <-w.pong: // an earlier, unsolicited pong
+		default:
+		}
+		w.writeControl(opPing, []byte("wsgate"), timeout)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	clientOK, upOK := false, false
+	for !clientOK || !upOK {
+		select {
+		case <-s.cw.pong:
+			clientOK = true
+		case <-s.uw.pong:
+			upOK = true
+		case <-s.closingCh:
+			return false
+		case <-t.C:
+			if !upOK {
+				s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream heartbeat timeout")
+			} else {
+				s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client heartbeat timeout")
+			}
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,282 @@
+package proxy
+
+// The passthrough relay: on a route with an upstream and no channels, frames
+// go from one leg to the other as they came, without being decoded,
+// re-framed or copied through a WebSocket library. Every header is checked
+// (RFC 6455 §5) and the message size limit is applied from headers; pings,
+// pongs and closes are answered here. Client frames stay masked with the
+// browser's key, which is what the upstream expects from a client.
+
+import (
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgate/wsgate/internal/closecode"
+)
+
+// pump relays frames read from src to dst until src's close frame or the
+// end of its connection. d is the direction; side names src.
+func (s *session) pump(d direction, src, dst *wire, side string) {
+	defer close(src.readDone)
+	p := pumpState{s: s, d: d, src: src, dst: dst, side: side}
+	for {
+		bp, n, err := src.readFresh()
+		if err != nil {
+			p.readFailed()
+			return
+		}
+		p.bp, p.n = bp, n
+		done := p.drain()
+		if p.bp != nil {
+			bufPool.Put(p.bp)
+			p.bp = nil
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// pumpState is one pump's position in its leg's byte stream. Owned by the
+// pump's goroutine.
+type pumpState struct {
+	s         *session
+	d         direction
+	src, dst  *wire
+	side      string
+	bp        *[]byte // buffer in use; nil between messages
+	n         int     // bytes of *bp filled
+	inMessage bool    // a fragmented data message is open
+	msgLen    int64   // its payload bytes so far
+	dead      bool    // a write to dst failed: frames are dropped
+}
+
+// drain relays every frame in the buffer, reading more while a frame is
+// incomplete. It returns true when the pump must stop; false when the
+// buffer is consumed at a frame boundary. Once the session is closing,
+// frames are parsed and dropped until src's close frame.
+func (p *pumpState) drain() bool {
+	buf := *p.bp
+	off, span := 0, 0 // frames in buf[span:off] are checked and not yet written
+	for {
+		h, err := parseHeader(buf[off:p.n])
+		if err == errShortHeader {
+			p.flush(buf[span:off])
+			if off == p.n {
+				return false
+			}
+			// Move the partial header to the front and read the rest.
+			p.n = copy(buf, buf[off:p.n])
+			off, span = 0, 0
+			if !p.readMore() {
+				return true
+			}
+			continue
+		}
+		if err == nil {
+			err = p.check(&h)
+		}
+		if err != nil {
+			p.flush(buf[span:off])
+			p.refuse(err)
+			return true
+		}
+		if h.control {
+			end := off + h.hdrLen + int(h.length)
+			if end > p.n { // control frames are short: they always fit the buffer
+				p.flush(buf[span:off])
+				p.n = copy(buf, buf[off:p.n])
+				off, span = 0, 0
+				for p.n < h.hdrLen+int(h.length) {
+					if !p.readMore() {
+						return true
+					}
+				}
+				continue
+			}
+			p.flush(buf[span:off])
+			if p.control(&h, buf[off+h.hdrLen:end]) {
+				return true
+			}
+			off, span = end, end
+			continue
+		}
+		frameEnd := int64(off) + int64(h.hdrLen) + h.length
+		if frameEnd <= int64(p.n) {
+			off = int(frameEnd)
+			p.endFrame(&h)
+			continue
+		}
+		// A data frame longer than what has arrived: write what is here
+		// and stream the rest under one hold of dst's write lock, so no
+		// control frame lands inside it.
+		if !p.stream(buf[span:p.n], frameEnd-int64(p.n)) {
+			return true
+		}
+		p.endFrame(&h)
+		return false
+	}
+}
+
+// check applies the header rules and the message state: sequence of
+// fragments, the size limit, the message rate.
+func (p *pumpState) check(h *frameHeader) error {
+	if err := h.check(p.src.fromClient); err != nil {
+		return err
+	}
+	if h.control {
+		return nil
+	}
+	switch {
+	case h.opcode == opContinuation && !p.inMessage:
+		return errProtocol("continuation frame without a message")
+	case h.opcode != opContinuation && p.inMessage:
+		return errProtocol("new message inside a fragmented one")
+	}
+	if h.opcode != opContinuation {
+		p.msgLen = 0
+		if p.d == clientToUpstream {
+			if rate := p.s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !p.s.msgRate.take(time.Now(), rate) {
+				// The stream stays in step: this and later frames are dropped.
+				p.s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "message rate limit exceeded")
+			}
+		}
+	}
+	p.msgLen += h.length
+	if p.msgLen > p.s.h.cfg.MaxMessageBytes {
+		return websocket.ErrMessageTooBig
+	}
+	p.inMessage = !h.fin
+	return nil
+}
+
+// endFrame counts a message once its final frame has gone.
+func (p *pumpState) endFrame(h *frameHeader) {
+	if h.fin && !p.s.closing.Load() {
+		p.s.count(p.d, int(p.msgLen))
+	}
+}
+
+// flush writes checked frames to dst, unless the session is closing or a
+// write to dst has failed: they are dropped then.
+func (p *pumpState) flush(b []byte) {
+	if len(b) == 0 || p.dead || p.s.closing.Load() {
+		return
+	}
+	if err := p.dst.write(b, p.s.h.cfg.WriteTimeout); err != nil {
+		p.writeFailed(err)
+	}
+}
+
+// stream writes head (whole frames, then the start of a long one) and the
+// long frame's remaining bytes as they arrive. It reports false if src
+// ended first.
+func (p *pumpState) stream(head []byte, rest int64) bool {
+	dst, buf := p.dst, *p.bp
+	timeout := p.s.h.cfg.WriteTimeout
+	dst.wmu.Lock()
+	var werr error
+	if p.dead || dst.closeSent || p.s.closing.Load() {
+		werr = errWireClosed
+	} else {
+		werr = dst.writeLocked(head, timeout)
+	}
+	var rerr error
+	for rest > 0 && rerr == nil {
+		var m int
+		m, rerr = p.src.conn.Read(buf[:min(rest, int64(len(buf)))])
+		rest -= int64(m)
+		if m > 0 && werr == nil {
+			werr = dst.writeLocked(buf[:m], timeout)
+		}
+	}
+	dst.wmu.Unlock()
+	p.n = 0
+	if werr != nil {
+		p.writeFailed(werr)
+	}
+	if rest > 0 {
+		p.readFailed()
+		return false
+	}
+	return true
+}
+
+// readMore appends what arrives next to the buffer.
+func (p *pumpState) readMore() bool {
+	buf := *p.bp
+	m, err := p.src.conn.Read(buf[p.n:])
+	p.n += m
+	if err != nil && m == 0 {
+		p.readFailed()
+		return false
+	}
+	return true
+}
+
+// control answers a ping, notes a pong, or handles the peer's close.
+// payload is still masked if the frame was. It reports whether to stop.
+func (p *pumpState) control(h *frameHeader, payload []byte) bool {
+	if h.masked {
+		unmask(payload, h.key, 0)
+	}
+	switch h.opcode {
+	case opPing:
+		if !p.s.closing.Load() {
+			p.src.writeControl(opPong, payload, p.s.h.cfg.WriteTimeout)
+		}
+	case opPong:
+		select {
+		case p.src.pong <- struct{}{}:
+		default:
+		}
+	case opClose:
+		ce, err := parseCloseBody(payload)
+		if err != nil {
+			p.refuse(err)
+			return true
+		}
+		p.s.legEnded(p.side, ce)
+		return true
+	}
+	return false
+}
+
+// refuse ends the session for a frame src should not have sent.
+func (p *pumpState) refuse(err error) {
+	s := p.s
+	switch {
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		s.end(p.side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big", p.side)
+	case p.side == sideClient:
+		s.end(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error", sideClient)
+	default:
+		s.end(sideUpstream, closecode.BadGateway, closecode.ProtocolError, "upstream protocol error", sideUpstream)
+	}
+}
+
+// readFailed ends the session for src's connection ending.
+func (p *pumpState) readFailed() {
+	p.s.legEnded(p.side, io.EOF)
+}
+
+// writeFailed ends the session for a write to dst that failed.
+func (p *pumpState) writeFailed(err error) {
+	s := p.s
+	p.dead = true
+	switch {
+	case errors.Is(err, errWireClosed):
+	case errors.Is(err, os.ErrDeadlineExceeded) && p.d == clientToUpstream:
+		s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout")
+	case p.d == clientToUpstream:
+		s.peerWriteFailed(sideUpstream)
+	default:
+		s.peerWriteFailed(sideClient)
+	}
+}

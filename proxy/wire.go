@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// wire is one leg of a passthrough session (relay.go): the raw connection
+// after the handshake, read by exactly one pump and written by several
+// goroutines (the other leg's pump, pong replies, heartbeat, close).
+type wire struct {
+	conn       net.Conn
+	raw        syscall.RawConn // non-nil: a plain socket, read without holding a buffer while idle
+	fromClient bool            // frames read from this leg come from the browser (masked)
+	pending    []byte          // bytes that arrived with the handshake, read first
+
+	wmu       sync.Mutex
+	closeSent bool // guarded by wmu: nothing is written after the close frame
+
+	// Owned by the pump reading this leg: readFresh's callback and results.
+	readFn func(fd uintptr) bool
+	rbuf   *[]byte
+	rn     int
+	rerr   error
+
+	pong     chan struct{} // cap 1: a pong arrived since the last heartbeat
+	readDone chan struct{} // closed when this leg's pump stops reading
+}
+
+func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
+	w := &wire{conn: conn, fromClient: fromClient, pong: make(chan struct{}, 1), readDone: make(chan struct{})}
+	if len(pending) > 0 {
+		w.pending = append([]byte(nil), pending...)
+	}
+	w.raw = rawConnOf(conn)
+	w.readFn = w.readOnce
+	return w
+}
+
+// relayBufSize is the pooled buffer a pump reads into while a frame is in
+// flight. Between messages a pump holds no buffer.
+const relayBufSize = 32 << 10
+
+// readFresh waits for the leg to be readable and reads into a pooled
+// buffer taken only once bytes are there.
+func (w *wire) readFresh() (*[]byte, int, error) {
+	if len(w.pending) > 0 {
+		bp := bufPool.Get().(*[]byte)
+		n := copy(*bp, w.pending)
+		w.pending = w.pending[n:]
+		if len(w.pending) == 0 {
+			w.pending = nil
+		}
+		return bp, n, nil
+	}
+	if w.raw == nil {
+		bp := bufPool.Get().(*[]byte)
+		n, err := w.conn.Read(*bp)
+		if n == 0 {
+			bufPool.Put(bp)
+			return nil, 0, err
+		}
+		return bp, n, nil
+	}
+	err := w.raw.Read(w.readFn)
+	bp, n, rerr := w.rbuf, w.rn, w.rerr
+	w.rbuf, w.rerr = nil, nil
+	switch {
+	case err != nil:
+		rerr = err
+	case rerr == nil && n == 0:
+		rerr = io.EOF
+	}
+	if rerr != nil {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		return nil, 0, rerr
+	}
+	return bp, n, nil
+}
+
+// readOnce is the syscall.RawConn read callback (bound once, as readFn,
+// so a read allocates nothing): one read(2) into a pooled buffer taken
+// for it, or false on EAGAIN to wait for readability holding nothing.
+func (w *wire) readOnce(fd uintptr) bool {
+	bp := bufPool.Get().(*[]byte)
+	n, err := readFD(fd, *bp)
+	if err == syscall.EAGAIN {
+		bufPool.Put(bp)
+		return false
+	}
+	w.rbuf, w.rn, w.rerr = bp, n, err
+	if err != nil {
+		bufPool.Put(bp)
+		w.rbuf = nil
+	}
+	return true
+}
+
+// errWireClosed: the close frame has been sent; nothing more goes out.
+var errWireClosed = errors.New("close frame already sent")
+
+// write sends p (whole frames) with a write deadline.
+func (w *wire) write(p []byte, timeout time.Duration) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.closeSent {
+		return errWireClosed
+	}
+	return w.writeLocked(p, timeout)
+}
+
+func (w *wire) writeLocked(p []byte, timeout time.Duration) error {
+	w.conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := w.conn.Write(p)
+	return err
+}
+
+// lockWithin takes the write lock unless a frame being streamed holds it
+// past deadline (its source stalled); control writes then give up.
+func (w *wire) lockWithin(deadline time.Time) bool {
+	for !w.wmu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// writeControl sends one control frame wsgate originates. A close frame
+// is sent once; nothing follows it.
+func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	if !w.lockWithin(deadline) {
+		return errWireClosed
+	}
+	defer w.wmu.Unlock()
+	if w.closeSent {
+		return errWireClosed
+	}
+	if op == opClose {
+		w.closeSent = true
+	}
+	var buf [maxHeaderLen + maxControlPayload]byte
+	w.conn.SetWriteDeadline(deadline)
+	_, err := w.conn.Write(appendFrame(buf[:0], op, payload, !w.fromClient))
+	return err
+}
+
+// closeHandshake sends the close frame and ends the connection once the
+// peer has answered (its pump saw the close frame or the connection end),
+// or within has passed. broken: the peer broke the protocol, its pump has
+// stopped; what it sends is drained unread until it closes or time is up.
+func (w *wire) closeHandshake(code websocket.StatusCode, reason string, within time.Duration, broken bool) {
+	deadline := time.Now().Add(within)
+	w.writeControl(opClose, closeBody(code, reason), within)
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case <-w.readDone:
+	case <-t.C:
+	}
+	if broken && time.Now().Before(deadline) {
+		// Tell the peer nothing more is coming, then read until it closes,
+		// so it gets the close frame rather than a reset.
+		if cw, ok := w.conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		w.conn.SetReadDeadline(deadline)
+		io.Copy(io.Discard, io.LimitReader(w.conn, 1<<20))
+	}
+	w.conn.Close()
+}
