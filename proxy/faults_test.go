@@ -67,3 +67,34 @@ func TestUpstreamKilledMidStreamIsCounted(t *testing.T) {
 		return g.metric(t, "wsgate_closes_total", "route", "/ws/echo", "code", "1014", "side", "upstream") == 1
 	})
 }
+
+func TestClientThatStopsReadingIsDropped(t *testing.T) {
+	up := wstest.NewUpstream(t)
+	upEnd := make(chan error, 1)
+	up.Serve = func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		go func() { _, _, err := c.Read(ctx); upEnd <- err }()
+		msg := make([]byte, 64<<10)
+		for i := 0; i < 2000; i++ { // 128 MiB offered to a client that reads nothing
+			if c.Write(ctx, websocket.MessageBinary, msg) != nil {
+				return
+			}
+		}
+	}
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.WriteTimeout = 300 * time.Millisecond
+	})
+	rawDial(t, g, "/ws/echo", authHeader(t)) // never reads
+	select {
+	case err := <-upEnd:
+		if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
+			t.Errorf("upstream got %v, want close 1001", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream leg still open 10s after the client stopped reading")
+	}
+	wstest.WaitFor(t, "session end", func() bool { return g.h.Active() == 0 })
+	if got := g.metric(t, "wsgate_closes_total", "route", "/ws/echo", "code", "1001", "side", "client"); got != 1 {
+		t.Errorf("closes{code=1001,side=client} = %v, want 1", got)
+	}
+}

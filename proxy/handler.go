@@ -183,6 +183,7 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return // drain began during the handshake; both legs closed with 1001
 	}
+	s.open()
 	go s.run()
 }
 

@@ -270,10 +270,12 @@ func (p *pumpState) writeFailed(err error) {
 	p.dead = true
 	switch {
 	case errors.Is(err, errWireClosed):
+	// A peer that stopped reading cannot take a close frame either: its
+	// close handshake gets only brokenPeerTimeout.
 	case errors.Is(err, os.ErrDeadlineExceeded) && p.d == clientToUpstream:
-		s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout")
+		s.end(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout", sideUpstream)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout")
+		s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
 	case p.d == clientToUpstream:
 		s.peerWriteFailed(sideUpstream)
 	default:

@@ -103,7 +103,11 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		closed:      make(chan struct{}),
 		closingCh:   make(chan struct{}),
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.cw == nil { // passthrough sessions publish nothing and ping without a context
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	} else {
+		s.ctx, s.cancel = context.Background(), func() {}
+	}
 	s.reqID, s.remote = hs.reqID, r.RemoteAddr
 
 	h.mu.Lock()
@@ -124,15 +128,20 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	return s
 }
 
-// run pumps until the session ends, then logs and unregisters it.
-func (s *session) run() {
-	h := s.h
-	h.metrics.active.WithLabelValues(s.rt.cfg.Path).Inc()
-	if ce := h.log.Check(zap.InfoLevel, "connection_opened"); ce != nil {
+// open counts and logs the session and arms its timers. It runs on the
+// HTTP handler's goroutine, which is about to end, so that run's goroutine,
+// alive for the socket's lifetime, never grows its stack for a log line.
+func (s *session) open() {
+	s.h.metrics.active.WithLabelValues(s.rt.cfg.Path).Inc()
+	if ce := s.h.log.Check(zap.InfoLevel, "connection_opened"); ce != nil {
 		ce.Write(append(s.logFields(), zap.String("subprotocol", s.subprotocol))...)
 	}
 	s.armTimers()
+}
 
+// run pumps until the session ends, then logs and unregisters it.
+func (s *session) run() {
+	h := s.h
 	var wg sync.WaitGroup
 	switch {
 	case s.cw != nil:

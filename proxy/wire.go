@@ -21,7 +21,8 @@ type wire struct {
 	pending    []byte          // bytes that arrived with the handshake, read first
 
 	wmu       sync.Mutex
-	closeSent bool // guarded by wmu: nothing is written after the close frame
+	closeSent bool      // guarded by wmu: nothing is written after the close frame
+	deadline  time.Time // guarded by wmu: the write deadline set on conn
 
 	// Owned by the pump reading this leg: readFresh's callback and results.
 	readFn func(fd uintptr) bool
@@ -117,8 +118,14 @@ func (w *wire) write(p []byte, timeout time.Duration) error {
 	return w.writeLocked(p, timeout)
 }
 
+// writeLocked writes p, giving up once the peer has not taken it for
+// between timeout/2 and timeout: the deadline is moved only when less than
+// half of it is left, so most writes cost no timer update.
 func (w *wire) writeLocked(p []byte, timeout time.Duration) error {
-	w.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if now := time.Now(); w.deadline.Sub(now) < timeout/2 {
+		w.deadline = now.Add(timeout)
+		w.conn.SetWriteDeadline(w.deadline)
+	}
 	_, err := w.conn.Write(p)
 	return err
 }
@@ -150,6 +157,7 @@ func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error
 		w.closeSent = true
 	}
 	var buf [maxHeaderLen + maxControlPayload]byte
+	w.deadline = deadline
 	w.conn.SetWriteDeadline(deadline)
 	_, err := w.conn.Write(appendFrame(buf[:0], op, payload, !w.fromClient))
 	return err
@@ -162,7 +170,7 @@ func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error
 func (w *wire) closeHandshake(code websocket.StatusCode, reason string, within time.Duration, broken bool) {
 	deadline := time.Now().Add(within)
 	w.writeControl(opClose, closeBody(code, reason), within)
-	t := time.NewTimer(within)
+	t := time.NewTimer(time.Until(deadline)) // the write and the wait share within
 	defer t.Stop()
 	select {
 	case <-w.readDone:
