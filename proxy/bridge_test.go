@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/internal/wstest"
 	"github.com/wsgate/wsgate/proxy"
 )
@@ -387,4 +389,22 @@ func TestRouteCombinesUpstreamAndChannels(t *testing.T) {
 			t.Errorf("upstream got close %d, want 1000", code)
 		}
 	})
+}
+
+// On a route without an upstream, wsgate selects the client's first
+// subprotocol that is not the token carrier: a browser fails a handshake
+// that selects none of those it offered.
+func TestChannelRouteSelectsClientSubprotocol(t *testing.T) {
+	g := newBridgeGateway(t, "", nil)
+	tok := wstest.Token(t, "alice", nil)
+	carrier := auth.DefaultSubprotocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(tok))
+	c := g.dial(t, "/ws/notifications", &websocket.DialOptions{Subprotocols: []string{carrier, "notify.v1", "notify.v0"}})
+	if got := c.Subprotocol(); got != "notify.v1" {
+		t.Errorf("selected subprotocol %q, want notify.v1", got)
+	}
+	wstest.WaitFor(t, "subscribed", func() bool { return wstest.Metric(t, g.reg, "wsgate_bridge_subscriptions") == 1 })
+	publish(t, g, "notifications:t1:alice", `{"type":"ping"}`)
+	if m := readText(t, c); m != `{"type":"ping"}` {
+		t.Errorf("got %q", m)
+	}
 }

@@ -119,14 +119,28 @@ func unmask(p []byte, key [4]byte, pos int) {
 	}
 }
 
-// appendFrame appends a final frame wsgate originates. masked: the frame
-// goes to the upstream, where wsgate is the client (RFC 6455 §5.3).
-func appendFrame(dst []byte, opcode byte, payload []byte, masked bool) []byte {
+// appendHeader appends the header of a final frame of n payload bytes
+// (RFC 6455 §5.2); masked sets the mask bit (the key follows, added by the
+// caller).
+func appendHeader(dst []byte, opcode byte, n int, masked bool) []byte {
 	var m byte
 	if masked {
 		m = 0x80
 	}
-	dst = append(dst, 0x80|opcode, m|byte(len(payload))) // control payloads are ≤125
+	dst = append(dst, 0x80|opcode)
+	switch {
+	case n <= 125:
+		return append(dst, m|byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(dst, m|126), uint16(n))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, m|127), uint64(n))
+}
+
+// appendFrame appends a final control frame wsgate originates. masked: the
+// frame goes to the upstream, where wsgate is the client (RFC 6455 §5.3).
+func appendFrame(dst []byte, opcode byte, payload []byte, masked bool) []byte {
+	dst = appendHeader(dst, opcode, len(payload), masked)
 	if !masked {
 		return append(dst, payload...)
 	}

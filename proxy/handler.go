@@ -165,7 +165,15 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	}
 	var client *websocket.Conn
 	var clientRaw net.Conn
-	if hs.uw != nil {
+	if rt.cfg.Upstream == "" {
+		// No upstream picks a subprotocol: take the client's first (not the
+		// token carrier), as browsers fail a handshake that selects none of
+		// those they offered.
+		if offered := h.verifier.Subprotocols(r.Header); len(offered) > 0 {
+			hs.subprotocol = offered[0]
+		}
+	}
+	if rt.wireClient() {
 		clientRaw, err = h.acceptWire(w, r, hs)
 	} else {
 		client, clientRaw, err = h.acceptConn(w, r, hs)
@@ -195,10 +203,10 @@ func (h *Handler) acceptConn(w http.ResponseWriter, r *http.Request, hs *handsha
 		CompressionMode:    websocket.CompressionDisabled,
 	}
 	if hs.upstream != nil {
-		if sub := hs.upstream.Subprotocol(); sub != "" {
-			opts.Subprotocols = []string{sub}
-		}
 		hs.subprotocol = hs.upstream.Subprotocol()
+	}
+	if hs.subprotocol != "" {
+		opts.Subprotocols = []string{hs.subprotocol}
 	}
 	hj := &hijackRecorder{ResponseWriter: w}
 	client, err := websocket.Accept(hj, r, opts)

@@ -19,7 +19,8 @@ import (
 )
 
 // pump relays frames read from src to dst until src's close frame or the
-// end of its connection. d is the direction; side names src.
+// end of its connection. d is the direction; side names src. dst is nil
+// on a channel-only route, where a client data frame ends the session (4003).
 func (s *session) pump(d direction, src, dst *wire, side string) {
 	defer close(src.readDone)
 	p := pumpState{s: s, d: d, src: src, dst: dst, side: side}
@@ -131,6 +132,11 @@ func (p *pumpState) check(h *frameHeader) error {
 	if h.control {
 		return nil
 	}
+	if p.dst == nil && !p.s.closing.Load() {
+		// A channel-only route: the stream stays in step, the frames are
+		// dropped while the session closes.
+		p.s.shutdown(sideWsgate, closecode.Forbidden, closecode.GoingAway, "route does not accept client messages")
+	}
 	switch {
 	case h.opcode == opContinuation && !p.inMessage:
 		return errProtocol("continuation frame without a message")
@@ -164,7 +170,7 @@ func (p *pumpState) endFrame(h *frameHeader) {
 // flush writes checked frames to dst, unless the session is closing or a
 // write to dst has failed: they are dropped then.
 func (p *pumpState) flush(b []byte) {
-	if len(b) == 0 || p.dead || p.s.closing.Load() {
+	if len(b) == 0 || p.dead || p.dst == nil || p.s.closing.Load() {
 		return
 	}
 	if err := p.dst.write(b, p.s.h.cfg.WriteTimeout); err != nil {
@@ -178,9 +184,12 @@ func (p *pumpState) flush(b []byte) {
 func (p *pumpState) stream(head []byte, rest int64) bool {
 	dst, buf := p.dst, *p.bp
 	timeout := p.s.h.cfg.WriteTimeout
+	if dst == nil {
+		dst = &wire{} // nothing to write to: read the frame and drop it
+	}
 	dst.wmu.Lock()
 	var werr error
-	if p.dead || dst.closeSent || p.s.closing.Load() {
+	if p.dead || p.dst == nil || dst.closeSent || p.s.closing.Load() {
 		werr = errWireClosed
 	} else {
 		werr = dst.writeLocked(head, timeout)

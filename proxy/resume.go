@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/coder/websocket"
-
 	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/query"
 )
@@ -31,20 +29,22 @@ func (h *Handler) resume(ctx context.Context, r *http.Request, hs *handshake, ch
 // and returns the last position delivered.
 func (s *session) sendReplay(rec *bridge.Recovery, msgs []*bridge.Message) (bridge.Position, error) {
 	last := rec.Since // the client has everything up to here already
-	write := func(b []byte) error {
-		return s.writeTimed(s.client, channelToClient, func(ctx context.Context) error {
-			return s.client.Write(ctx, websocket.MessageText, b)
-		})
+	batch := make([]delivery, 0, maxBatch)
+	batch = append(batch, delivery{payload: rec.Control()})
+	for i, m := range msgs {
+		batch = append(batch, delivery{payload: m.Envelope})
+		if len(batch) == maxBatch || i == len(msgs)-1 {
+			if err := s.deliver(batch); err != nil {
+				return last, err
+			}
+			batch = batch[:0]
+		}
+		last = m.Pos
 	}
-	if err := write(rec.Control()); err != nil {
-		return last, err
-	}
-	for _, m := range msgs {
-		if err := write(m.Envelope); err != nil {
+	if len(batch) > 0 { // the control message alone
+		if err := s.deliver(batch); err != nil {
 			return last, err
 		}
-		s.count(channelToClient, len(m.Envelope))
-		last = m.Pos
 	}
 	return last, nil
 }

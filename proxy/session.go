@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -115,6 +116,8 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		h.mu.Unlock()
 		if s.cw != nil {
 			close(s.cw.readDone) // no pumps run: nothing waits for an answer
+		}
+		if s.uw != nil {
 			close(s.uw.readDone)
 			hs.uw = nil
 		}
@@ -145,11 +148,17 @@ func (s *session) run() {
 	var wg sync.WaitGroup
 	switch {
 	case s.cw != nil:
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.pump(upstreamToClient, s.uw, s.cw, sideUpstream)
-		}()
+		if s.uw != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.pump(upstreamToClient, s.uw, s.cw, sideUpstream)
+			}()
+		}
+		if s.sub != nil {
+			wg.Add(1)
+			go s.channelToClient(&wg)
+		}
 		s.pump(clientToUpstream, s.cw, s.uw, sideClient)
 	default:
 		if s.upstream != nil {
@@ -258,37 +267,46 @@ func (s *session) upstreamToClient(wg *sync.WaitGroup) {
 }
 
 // channelToClient delivers subscription messages to the client in order.
+// Every message already queued when it wakes goes out in one batch (one
+// writev on a wire client).
 func (s *session) channelToClient(wg *sync.WaitGroup) {
 	defer wg.Done()
 	var last bridge.Position // durable routes: the last position delivered
 	if s.recovery != nil {
 		var err error
 		if last, err = s.sendReplay(s.recovery, s.replay); err != nil {
-			s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client went away")
 			return
 		}
 		s.replay = nil
 	}
 	durable := s.rt.cfg.History != nil
-	for m := range s.sub.C() {
-		typ, payload := websocket.MessageText, m.Payload
-		switch {
-		case durable && m.Envelope != nil:
-			if last.Epoch != "" && m.Pos.Epoch == last.Epoch && !m.Pos.After(last) {
-				continue // already replayed
+	var arr [maxBatch]delivery
+	c := s.sub.C()
+	for m := range c {
+		batch := arr[:0]
+		for open := true; open; {
+			if durable && m.Envelope != nil {
+				if last.Epoch != "" && m.Pos.Epoch == last.Epoch && !m.Pos.After(last) {
+					m = nil // already replayed
+				} else if m.Pos.Epoch != "" {
+					last = m.Pos
+				}
 			}
-			payload = m.Envelope
-			if m.Pos.Epoch != "" {
-				last = m.Pos
+			if m != nil {
+				batch = append(batch, toDelivery(m, durable))
 			}
-		case m.Binary:
-			typ = websocket.MessageBinary
+			if len(batch) == maxBatch {
+				break
+			}
+			select {
+			case m, open = <-c:
+			default:
+				open = false
+			}
 		}
-		if err := s.writeTimed(s.client, channelToClient, func(ctx context.Context) error { return s.client.Write(ctx, typ, payload) }); err != nil {
-			s.peerWriteFailed(sideClient)
+		if len(batch) > 0 && s.deliver(batch) != nil {
 			return
 		}
-		s.count(channelToClient, len(payload))
 	}
 	switch err := s.sub.Err(); {
 	case errors.Is(err, bridge.ErrSlowConsumer):
@@ -296,6 +314,53 @@ func (s *session) channelToClient(wg *sync.WaitGroup) {
 	case errors.Is(err, bridge.ErrGap):
 		s.shutdown(sideWsgate, closecode.SubscriptionGap, closecode.GoingAway, "subscription interrupted")
 	}
+}
+
+// toDelivery is how m goes to a client: its envelope on a durable route,
+// else its payload, as text unless it is not UTF-8.
+func toDelivery(m *bridge.Message, durable bool) delivery {
+	if durable && m.Envelope != nil {
+		return delivery{payload: m.Envelope}
+	}
+	return delivery{binary: m.Binary, payload: m.Payload}
+}
+
+// deliver writes batch to the client and counts it. A failed write ends
+// the session (or leaves that to the reader that knows why).
+func (s *session) deliver(batch []delivery) error {
+	if s.cw != nil {
+		err := s.cw.writeMessages(batch, s.h.cfg.WriteTimeout)
+		switch {
+		case err == nil:
+		case errors.Is(err, errWireClosed):
+			return err
+		case errors.Is(err, os.ErrDeadlineExceeded) && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
+			s.end(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer", sideClient)
+			return err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
+			return err
+		default:
+			s.peerWriteFailed(sideClient)
+			return err
+		}
+		for _, d := range batch {
+			s.count(channelToClient, len(d.payload))
+		}
+		return nil
+	}
+	for _, d := range batch {
+		typ := websocket.MessageText
+		if d.binary {
+			typ = websocket.MessageBinary
+		}
+		if err := s.writeTimed(s.client, channelToClient, func(ctx context.Context) error { return s.client.Write(ctx, typ, d.payload) }); err != nil {
+			s.peerWriteFailed(sideClient)
+			return err
+		}
+		s.count(channelToClient, len(d.payload))
+	}
+	return nil
 }
 
 func (s *session) publishMessage(typ websocket.MessageType, r io.Reader) error {
@@ -516,11 +581,13 @@ func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason, bro
 	var wg sync.WaitGroup
 	switch {
 	case s.cw != nil:
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.uw.closeHandshake(upCode, reason, within(sideUpstream), broken == sideUpstream)
-		}()
+		if s.uw != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.uw.closeHandshake(upCode, reason, within(sideUpstream), broken == sideUpstream)
+			}()
+		}
 		s.cw.closeHandshake(clientCode, reason, within(sideClient), broken == sideClient)
 	case s.upstream != nil:
 		wg.Add(1)
@@ -652,21 +719,28 @@ func (s *session) scheduleDrain(delay time.Duration) {
 // reports the pongs it reads.
 func (s *session) heartbeatWires() bool {
 	timeout := s.h.cfg.HeartbeatTimeout
+	var upPong chan struct{} // nil without an upstream: never ready
 	for _, w := range []*wire{s.cw, s.uw} {
+		if w == nil {
+			continue
+		}
 		select {
 		case <-w.pong: // an earlier, unsolicited pong
 		default:
 		}
 		w.writeControl(opPing, []byte("wsgate"), timeout)
 	}
+	if s.uw != nil {
+		upPong = s.uw.pong
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	clientOK, upOK := false, false
+	clientOK, upOK := false, s.uw == nil
 	for !clientOK || !upOK {
 		select {
 		case <-s.cw.pong:
 			clientOK = true
-		case <-s.uw.pong:
+		case <-upPong:
 			upOK = true
 		case <-s.closingCh:
 			return false

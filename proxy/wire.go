@@ -118,15 +118,51 @@ func (w *wire) write(p []byte, timeout time.Duration) error {
 	return w.writeLocked(p, timeout)
 }
 
-// writeLocked writes p, giving up once the peer has not taken it for
-// between timeout/2 and timeout: the deadline is moved only when less than
-// half of it is left, so most writes cost no timer update.
 func (w *wire) writeLocked(p []byte, timeout time.Duration) error {
+	w.armDeadline(timeout)
+	_, err := w.conn.Write(p)
+	return err
+}
+
+// armDeadline makes a write give up once the peer has not taken it for
+// between timeout/2 and timeout: the deadline is moved only when less than
+// half of it is left, so most writes cost no timer update. Call with wmu.
+func (w *wire) armDeadline(timeout time.Duration) {
 	if now := time.Now(); w.deadline.Sub(now) < timeout/2 {
 		w.deadline = now.Add(timeout)
 		w.conn.SetWriteDeadline(w.deadline)
 	}
-	_, err := w.conn.Write(p)
+}
+
+// maxBatch bounds the channel messages written in one writev(2).
+const maxBatch = 16
+
+// delivery is one channel message for the client.
+type delivery struct {
+	binary  bool
+	payload []byte // shared with every subscriber: never modified
+}
+
+// writeMessages writes batch as frames with one writev(2): a header built
+// here for each, the payloads as they are.
+func (w *wire) writeMessages(batch []delivery, timeout time.Duration) error {
+	var hdrs [maxBatch][10]byte
+	var iov [2 * maxBatch][]byte
+	bufs := net.Buffers(iov[:0])
+	for i, d := range batch {
+		op := byte(opText)
+		if d.binary {
+			op = opBinary
+		}
+		bufs = append(bufs, appendHeader(hdrs[i][:0], op, len(d.payload), false), d.payload)
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.closeSent {
+		return errWireClosed
+	}
+	w.armDeadline(timeout)
+	_, err := bufs.WriteTo(w.conn)
 	return err
 }
 
