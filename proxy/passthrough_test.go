@@ -37,7 +37,11 @@ func newRawUpstream(t *testing.T, respond func(key string) string) *rawUpstream 
 		t.Fatal(err)
 	}
 	u := &rawUpstream{addr: l.Addr().String(), conns: make(chan net.Conn, 4)}
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		accepted []net.Conn
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -46,7 +50,9 @@ func newRawUpstream(t *testing.T, respond func(key string) string) *rawUpstream 
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { c.Close() })
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			req, err := http.ReadRequest(bufio.NewReader(c))
 			if err != nil {
@@ -57,7 +63,13 @@ func newRawUpstream(t *testing.T, respond func(key string) string) *rawUpstream 
 			u.conns <- c
 		}
 	}()
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range accepted {
+			c.Close()
+		}
+	})
 	return u
 }
 

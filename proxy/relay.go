@@ -239,10 +239,7 @@ func (p *pumpState) control(h *frameHeader, payload []byte) bool {
 			p.src.writeControl(opPong, payload, p.s.h.cfg.WriteTimeout)
 		}
 	case opPong:
-		select {
-		case p.src.pong <- struct{}{}:
-		default:
-		}
+		p.src.pongs.Add(1)
 	case opClose:
 		ce, err := parseCloseBody(payload)
 		if err != nil {

@@ -27,6 +27,17 @@ const (
 	sideWsgate   = "wsgate"
 )
 
+// msgPumps is the per-direction state of sessions whose legs are
+// coder/websocket Conns.
+type msgPumps struct {
+	// Owned by the goroutine writing in that direction; each bounds one
+	// write to WriteTimeout without allocating per message.
+	writeTimers [numDirections]*time.Timer
+	// Owned by the goroutine reading in that direction: tells a failed read
+	// of the source from a failed write to the peer.
+	sources [numDirections]sourceReader
+}
+
 // session is one accepted client and its upstream leg and/or subscription.
 // run owns every goroutine of the session and returns after all have ended
 // and both legs are closed.
@@ -55,15 +66,10 @@ type session struct {
 	ctx         context.Context // ends once both legs are closed; bounds pings and publishes
 	cancel      context.CancelFunc
 
-	// Owned by the goroutine writing in that direction; each bounds one
-	// write to WriteTimeout without allocating per message.
-	writeTimers [numDirections]*time.Timer
-
-	// Owned by clientReadLoop.
+	// Owned by the client's reader.
 	msgRate bucket
-	// Owned by the goroutine reading in that direction: tells a failed read
-	// of the source from a failed write to the peer.
-	sources [numDirections]sourceReader
+	// Message pumps through coder/websocket (nil on wire sessions).
+	pumps *msgPumps
 
 	msgs  [numDirections]atomic.Int64
 	bytes [numDirections]atomic.Int64
@@ -104,7 +110,8 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		closed:      make(chan struct{}),
 		closingCh:   make(chan struct{}),
 	}
-	if s.cw == nil { // passthrough sessions publish nothing and ping without a context
+	if s.cw == nil { // wire sessions publish nothing and ping without a context
+		s.pumps = new(msgPumps)
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 	} else {
 		s.ctx, s.cancel = context.Background(), func() {}
@@ -391,7 +398,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // frame, so memory stays bounded whatever max_message_bytes is. No buffer
 // is held between messages.
 func (s *session) copyMessage(dst *websocket.Conn, d direction, typ websocket.MessageType, msg io.Reader) (err error) {
-	src := &s.sources[d]
+	src := &s.pumps.sources[d]
 	src.r, src.err = msg, nil
 	r := io.Reader(src)
 	defer func() {
@@ -484,7 +491,7 @@ func (s *session) peerWriteFailed(peer string) {
 // writeTimed runs one write to dst bounded by WriteTimeout. A peer that
 // stops reading blocks the write; the timer then drops that peer.
 func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(context.Context) error) error {
-	t := s.writeTimers[d]
+	t := s.pumps.writeTimers[d]
 	if t == nil {
 		t = time.AfterFunc(s.h.cfg.WriteTimeout, func() {
 			switch {
@@ -497,7 +504,7 @@ func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(contex
 			}
 			dst.CloseNow()
 		})
-		s.writeTimers[d] = t
+		s.pumps.writeTimers[d] = t
 	} else {
 		t.Reset(s.h.cfg.WriteTimeout)
 	}
@@ -656,7 +663,10 @@ func (s *session) stopTimers() {
 		t.Stop()
 	}
 	s.tmu.Unlock()
-	for _, t := range s.writeTimers {
+	if s.pumps == nil {
+		return
+	}
+	for _, t := range s.pumps.writeTimers {
 		if t != nil {
 			t.Stop()
 		}
@@ -716,35 +726,27 @@ func (s *session) scheduleDrain(delay time.Duration) {
 }
 
 // heartbeatWires is heartbeat for a passthrough session: each leg's pump
-// reports the pongs it reads.
+// counts the pongs it reads, and this watches the counts move.
 func (s *session) heartbeatWires() bool {
 	timeout := s.h.cfg.HeartbeatTimeout
-	var upPong chan struct{} // nil without an upstream: never ready
-	for _, w := range []*wire{s.cw, s.uw} {
-		if w == nil {
-			continue
-		}
-		select {
-		case <-w.pong: // an earlier, unsolicited pong
-		default:
-		}
-		w.writeControl(opPing, []byte("wsgate"), timeout)
-	}
+	c0 := s.cw.pongs.Load()
+	s.cw.writeControl(opPing, []byte("wsgate"), timeout)
+	var u0 uint32
 	if s.uw != nil {
-		upPong = s.uw.pong
+		u0 = s.uw.pongs.Load()
+		s.uw.writeControl(opPing, []byte("wsgate"), timeout)
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	clientOK, upOK := false, s.uw == nil
-	for !clientOK || !upOK {
-		select {
-		case <-s.cw.pong:
-			clientOK = true
-		case <-upPong:
-			upOK = true
-		case <-s.closingCh:
+	poll := min(timeout/4, 25*time.Millisecond)
+	deadline := time.Now().Add(timeout)
+	for {
+		clientOK := s.cw.pongs.Load() != c0
+		upOK := s.uw == nil || s.uw.pongs.Load() != u0
+		switch {
+		case s.closing.Load():
 			return false
-		case <-t.C:
+		case clientOK && upOK:
+			return true
+		case time.Now().After(deadline):
 			if !upOK {
 				s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream heartbeat timeout")
 			} else {
@@ -752,6 +754,6 @@ func (s *session) heartbeatWires() bool {
 			}
 			return false
 		}
+		time.Sleep(poll)
 	}
-	return true
 }

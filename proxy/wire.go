@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,12 +31,12 @@ type wire struct {
 	rn     int
 	rerr   error
 
-	pong     chan struct{} // cap 1: a pong arrived since the last heartbeat
+	pongs    atomic.Uint32 // pongs read: the heartbeat watches it move
 	readDone chan struct{} // closed when this leg's pump stops reading
 }
 
 func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
-	w := &wire{conn: conn, fromClient: fromClient, pong: make(chan struct{}, 1), readDone: make(chan struct{})}
+	w := &wire{conn: conn, fromClient: fromClient, readDone: make(chan struct{})}
 	if len(pending) > 0 {
 		w.pending = append([]byte(nil), pending...)
 	}
