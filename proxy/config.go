@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -44,6 +45,9 @@ type Config struct {
 	SubscriberQueue int
 	// Limits bound connections, handshakes and message rates.
 	Limits Limits
+	// UpstreamTLS configures wss:// upstream dials (roots, client
+	// certificates). Nil: the system roots. Not a config-file key.
+	UpstreamTLS *tls.Config
 }
 
 // Route is one public path. Path parameters ("{id}") may be used in

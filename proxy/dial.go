@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -22,9 +23,9 @@ import (
 // newDialClient returns the HTTP client used for upstream handshakes: one
 // fresh connection per dial on the caller's goroutine (upgradeTransport), no
 // proxies from the environment, no redirects.
-func newDialClient(timeout time.Duration) *http.Client {
+func newDialClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
 	return &http.Client{
-		Transport:     &upgradeTransport{dialer: &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}},
+		Transport:     &upgradeTransport{dialer: &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}, tls: tlsConfig},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

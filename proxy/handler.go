@@ -71,7 +71,7 @@ func New(cfg Config, v *auth.Verifier, hub *bridge.Hub, log *zap.Logger, reg pro
 		log:      log,
 		metrics:  newMetrics(reg),
 		mux:      http.NewServeMux(),
-		dialer:   newDialClient(cfg.DialTimeout),
+		dialer:   newDialClient(cfg.DialTimeout, cfg.UpstreamTLS),
 		origins:  newOriginMatcher(cfg.AllowedOrigins),
 		trusted:  parseCIDRs(cfg.Limits.TrustedProxies),
 		ipRate:   newKeyedBuckets(cfg.Limits.HandshakesPerSecondPerIP),

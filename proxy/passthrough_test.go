@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -194,5 +195,50 @@ func TestUpstreamPingIsAnsweredByWsgate(t *testing.T) {
 	}
 	if m := readText(t, c); m != "after the ping" {
 		t.Fatalf("client got %q, want only the data message", m)
+	}
+}
+
+// A wss:// upstream: the relay reads the TLS leg through net.Conn (no raw
+// socket), frames intact both ways, small and large.
+func TestTLSUpstream(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
+		ctx := r.Context()
+		c.Write(ctx, websocket.MessageText, []byte("hello over tls"))
+		for {
+			typ, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			if c.Write(ctx, typ, b) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{{Path: "/ws/tls", Upstream: "wss://" + srv.Listener.Addr().String() + "/"}}
+		o.proxy.UpstreamTLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	})
+	c := g.dial(t, "/ws/tls", bearer(wstest.Token(t, "alice", nil)))
+	if m := readText(t, c); m != "hello over tls" {
+		t.Fatalf("got %q", m)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 50<<10/16) // 50 KiB: streamed
+	for _, msg := range [][]byte{[]byte("a"), big, []byte("b")} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+			t.Fatal(err)
+		}
+		typ, b, err := c.Read(ctx)
+		cancel()
+		if err != nil || typ != websocket.MessageBinary || !bytes.Equal(b, msg) {
+			t.Fatalf("echo of %d bytes: got %d bytes, type %v, err %v", len(msg), len(b), typ, err)
+		}
 	}
 }

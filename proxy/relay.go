@@ -197,7 +197,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 	var rerr error
 	for rest > 0 && rerr == nil {
 		var m int
-		m, rerr = p.src.conn.Read(buf[:min(rest, int64(len(buf)))])
+		m, rerr = p.src.read(buf[:min(rest, int64(len(buf)))])
 		rest -= int64(m)
 		if m > 0 && werr == nil {
 			werr = dst.writeLocked(buf[:m], timeout)
@@ -218,7 +218,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 // readMore appends what arrives next to the buffer.
 func (p *pumpState) readMore() bool {
 	buf := *p.bp
-	m, err := p.src.conn.Read(buf[p.n:])
+	m, err := p.src.read(buf[p.n:])
 	p.n += m
 	if err != nil && m == 0 {
 		p.readFailed()

@@ -20,6 +20,7 @@ type wire struct {
 	raw        syscall.RawConn // non-nil: a plain socket, read without holding a buffer while idle
 	fromClient bool            // frames read from this leg come from the browser (masked)
 	pending    []byte          // bytes that arrived with the handshake, read first
+	one        [1]byte         // owned by the pump: the wait of a non-socket read
 
 	wmu       sync.Mutex
 	closeSent bool      // guarded by wmu: nothing is written after the close frame
@@ -54,21 +55,22 @@ const relayBufSize = 32 << 10
 func (w *wire) readFresh() (*[]byte, int, error) {
 	if len(w.pending) > 0 {
 		bp := bufPool.Get().(*[]byte)
-		n := copy(*bp, w.pending)
-		w.pending = w.pending[n:]
-		if len(w.pending) == 0 {
-			w.pending = nil
-		}
+		n, _ := w.read(*bp)
 		return bp, n, nil
 	}
 	if w.raw == nil {
-		bp := bufPool.Get().(*[]byte)
-		n, err := w.conn.Read(*bp)
+		// TLS (or a wrapped connection): wait on a one-byte read, then take
+		// a buffer; the frame parser reads the rest of the frame into it.
+		n, err := w.conn.Read(w.one[:])
 		if n == 0 {
-			bufPool.Put(bp)
+			if err == nil {
+				err = io.ErrNoProgress
+			}
 			return nil, 0, err
 		}
-		return bp, n, nil
+		bp := bufPool.Get().(*[]byte)
+		(*bp)[0] = w.one[0]
+		return bp, 1, nil
 	}
 	err := w.raw.Read(w.readFn)
 	bp, n, rerr := w.rbuf, w.rn, w.rerr
@@ -104,6 +106,18 @@ func (w *wire) readOnce(fd uintptr) bool {
 		w.rbuf = nil
 	}
 	return true
+}
+
+// read reads what arrived next: bytes left from the handshake first.
+func (w *wire) read(p []byte) (int, error) {
+	if len(w.pending) > 0 {
+		n := copy(p, w.pending)
+		if w.pending = w.pending[n:]; len(w.pending) == 0 {
+			w.pending = nil
+		}
+		return n, nil
+	}
+	return w.conn.Read(p)
 }
 
 // errWireClosed: the close frame has been sent; nothing more goes out.
