@@ -46,10 +46,6 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 	return w
 }
 
-// relayBufSize is the pooled buffer a pump reads into while a frame is in
-// flight. Between messages a pump holds no buffer.
-const relayBufSize = 32 << 10
-
 // readFresh waits for the leg to be readable and reads into a pooled
 // buffer taken only once bytes are there.
 func (w *wire) readFresh() (*[]byte, int, error) {

@@ -54,7 +54,7 @@ var Table = []Entry{
 	{MessageTooBig, "message too big", "a message over max_message_bytes; sent to the sender and its peer", Stop},
 	{InternalError, "upstream heartbeat timeout", "the upstream stopped answering pings (or stopped reading: \"upstream write timeout\"), or an internal failure", Backoff},
 	{TryAgainLater, "publish failed", "a client message on a publish route could not be published (Redis down); also passed through from the upstream", Backoff},
-	{BadGateway, "upstream went away", "the upstream connection dropped without a close frame", Backoff},
+	{BadGateway, "upstream went away", "the upstream connection dropped without a close frame, or the upstream broke the protocol (reason \"upstream protocol error\"; the upstream gets 1002)", Backoff},
 	{TokenExpired, "token expired", "the token's exp (plus auth.leeway) passed while connected; also sent to the upstream", RefreshToken},
 	{Forbidden, "route does not accept client messages", "a client message on a route with neither upstream nor publish", Stop},
 	{SlowConsumer, "slow consumer", "the client could not keep up with its subscriptions; its queue overflowed", Backoff},
