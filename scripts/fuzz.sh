@@ -28,6 +28,15 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 	exit 1
 fi
 
+# inputs counts the files in a corpus folder (0 if there is none yet).
+inputs() {
+	if [[ -d "$1" ]]; then
+		find "$1" -type f | wc -l
+	else
+		echo 0
+	fi
+}
+
 failed=()
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -35,9 +44,9 @@ for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	echo "==> $name ($pkg, $fuzztime)"
 	corpus="$pkg/testdata/fuzz/$name"
-	before=$(ls "$corpus" 2>/dev/null | wc -l)
+	before=$(inputs "$corpus")
 	if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "${parallel[@]}" 2>&1 | tee "$log"; then
-		after=$(ls "$corpus" 2>/dev/null | wc -l)
+		after=$(inputs "$corpus")
 		# Go <1.27's coordinator can report its own -fuzztime deadline as a
 		# failure (go.dev/issue/75804). That is no finding: no input was
 		# written. A count (e.g. 20000x) has no deadline and cannot hit it.
