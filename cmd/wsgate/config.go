@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -30,10 +32,16 @@ type fileConfig struct {
 		Interval time.Duration `mapstructure:"interval"`
 		Timeout  time.Duration `mapstructure:"timeout"`
 	} `mapstructure:"heartbeat"`
-	DialTimeout     time.Duration `mapstructure:"dial_timeout"`
-	WriteTimeout    time.Duration `mapstructure:"write_timeout"`
-	SubscriberQueue int           `mapstructure:"subscriber_queue"`
-	LogLevel        string        `mapstructure:"log_level"`
+	DialTimeout  time.Duration `mapstructure:"dial_timeout"`
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	UpstreamTLS  struct {
+		CAFile     string `mapstructure:"ca_file"`
+		CertFile   string `mapstructure:"cert_file"`
+		KeyFile    string `mapstructure:"key_file"`
+		ServerName string `mapstructure:"server_name"`
+	} `mapstructure:"upstream_tls"`
+	SubscriberQueue int    `mapstructure:"subscriber_queue"`
+	LogLevel        string `mapstructure:"log_level"`
 	Auth            struct {
 		HMACSecret        string        `mapstructure:"hmac_secret"`
 		PublicKeys        []string      `mapstructure:"public_keys"`
@@ -82,32 +90,36 @@ type fileConfig struct {
 // defaults are the documented defaults; every key is listed so that a
 // WSGATE_* environment variable can override it.
 var defaults = map[string]any{
-	"listen":                  ":8080",
-	"admin_listen":            ":9090",
-	"shutdown_grace":          "25s",
-	"allowed_origins":         []string{},
-	"max_message_bytes":       proxy.DefaultMaxMessageBytes,
-	"heartbeat.interval":      "30s",
-	"heartbeat.timeout":       "10s",
-	"dial_timeout":            "10s",
-	"write_timeout":           "10s",
-	"subscriber_queue":        proxy.DefaultSubscriberQueue,
-	"log_level":               "info",
-	"auth.hmac_secret":        "",
-	"auth.public_keys":        []string{},
-	"auth.jwks_url":           "",
-	"auth.jwks_refresh":       "5m",
-	"auth.jwks_min_refetch":   "10s",
-	"auth.issuer":             "",
-	"auth.audience":           []string{},
-	"auth.leeway":             "30s",
-	"auth.query_param":        auth.DefaultQueryParam,
-	"auth.cookie":             "",
-	"auth.user_claim":         auth.DefaultUserClaim,
-	"auth.tenant_claim":       auth.DefaultTenantClaim,
-	"auth.subprotocol_prefix": auth.DefaultSubprotocolPrefix,
-	"auth.cache_size":         auth.DefaultCacheSize,
-	"redis.url":               "",
+	"listen":                   ":8080",
+	"admin_listen":             ":9090",
+	"shutdown_grace":           "25s",
+	"allowed_origins":          []string{},
+	"max_message_bytes":        proxy.DefaultMaxMessageBytes,
+	"heartbeat.interval":       "30s",
+	"heartbeat.timeout":        "10s",
+	"dial_timeout":             "10s",
+	"write_timeout":            "10s",
+	"upstream_tls.ca_file":     "",
+	"upstream_tls.cert_file":   "",
+	"upstream_tls.key_file":    "",
+	"upstream_tls.server_name": "",
+	"subscriber_queue":         proxy.DefaultSubscriberQueue,
+	"log_level":                "info",
+	"auth.hmac_secret":         "",
+	"auth.public_keys":         []string{},
+	"auth.jwks_url":            "",
+	"auth.jwks_refresh":        "5m",
+	"auth.jwks_min_refetch":    "10s",
+	"auth.issuer":              "",
+	"auth.audience":            []string{},
+	"auth.leeway":              "30s",
+	"auth.query_param":         auth.DefaultQueryParam,
+	"auth.cookie":              "",
+	"auth.user_claim":          auth.DefaultUserClaim,
+	"auth.tenant_claim":        auth.DefaultTenantClaim,
+	"auth.subprotocol_prefix":  auth.DefaultSubprotocolPrefix,
+	"auth.cache_size":          auth.DefaultCacheSize,
+	"redis.url":                "",
 
 	"limits.max_connections":                proxy.DefaultMaxConnections,
 	"limits.max_connections_per_user":       proxy.DefaultMaxConnectionsPerUser,
@@ -234,6 +246,9 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 			MaxConcurrentDials: lim.MaxConcurrentDials, HandshakeTimeout: lim.HandshakeTimeout, TrustedProxies: lim.TrustedProxies,
 		},
 	}
+	var tlsErrs []error
+	cfg.Proxy.UpstreamTLS, tlsErrs = upstreamTLS(fc.UpstreamTLS.CAFile, fc.UpstreamTLS.CertFile, fc.UpstreamTLS.KeyFile, fc.UpstreamTLS.ServerName)
+	errs = append(errs, tlsErrs...)
 	for _, r := range fc.Routes {
 		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require}
 		if r.History != nil {
@@ -252,6 +267,41 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 		return nil, joinConfigErrors(errs)
 	}
 	return cfg, nil
+}
+
+// upstreamTLS builds the TLS settings of wss:// upstream dials: caFile
+// replaces the system roots, certFile and keyFile are a client certificate
+// (mutual TLS), serverName overrides the name verified. Nil when all are
+// empty: the system roots.
+func upstreamTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, []error) {
+	if caFile == "" && certFile == "" && keyFile == "" && serverName == "" {
+		return nil, nil
+	}
+	var errs []error
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("upstream_tls.ca_file: cannot read %s: %v", caFile, errors.Unwrap(err)))
+		default:
+			c.RootCAs = x509.NewCertPool()
+			if !c.RootCAs.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf("upstream_tls.ca_file: no PEM certificate in %s", caFile))
+			}
+		}
+	}
+	switch {
+	case (certFile == "") != (keyFile == ""):
+		errs = append(errs, fmt.Errorf("upstream_tls.cert_file, upstream_tls.key_file: set both or neither"))
+	case certFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("upstream_tls.cert_file: not a certificate and key pair with upstream_tls.key_file: %v", err))
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, errs
 }
 
 // prefixed flattens a joined validation error into one error per problem,

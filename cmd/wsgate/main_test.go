@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,6 +151,14 @@ routes:
 			yaml:     validConfig,
 			env:      map[string]string{"WSGATE_HEARTBEAT_INTERVAL": "abc"},
 			want:     []string{"heartbeat.interval"},
+			wantCode: 1,
+		},
+		"upstream_tls problems": {
+			yaml: validConfig + "upstream_tls: {ca_file: /nonexistent/ca.pem, cert_file: /x.pem}\n",
+			want: []string{
+				"config: upstream_tls.ca_file: cannot read /nonexistent/ca.pem",
+				"config: upstream_tls.cert_file, upstream_tls.key_file: set both or neither",
+			},
 			wantCode: 1,
 		},
 		"no routes": {
@@ -552,5 +562,72 @@ func TestReadmeConfigValidates(t *testing.T) {
 	t.Setenv("WSGATE_AUTH_HMAC_SECRET", wstest.Secret)
 	if code, out, errs := runCLI("validate", "--config", writeConfig(t, block)); code != 0 {
 		t.Errorf("README config: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// A wss:// upstream signed by a private CA, trusted through
+// upstream_tls.ca_file, in a real wsgate process.
+func TestServeWSSUpstreamWithPrivateCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		if r.Header.Get("X-User-Id") != "alice" || r.Header.Get("Authorization") == "" {
+			c.Close(websocket.StatusPolicyViolation, "no identity headers")
+			return
+		}
+		typ, b, err := c.Read(r.Context())
+		if err == nil {
+			c.Write(r.Context(), typ, append([]byte("tls:"), b...))
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+	}))
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen, admin := freeAddr(t), freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: %q
+admin_listen: %q
+auth: {hmac_secret: %q}
+upstream_tls: {ca_file: %q}
+routes:
+  - {path: /ws/secure, upstream: "wss://%s/"}
+`, listen, admin, wstest.Secret, ca, srv.Listener.Addr().String()))
+	start(t, "serve", "--config", cfg)
+	wstest.WaitFor(t, "readyz 200", func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+listen+"/ws/secure?token="+wstest.Token(t, "alice", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "tls:hi" {
+		t.Fatalf("got %q, %v; want \"tls:hi\"", b, err)
+	}
+
+	// Without the CA the same upstream is refused: 502 before any upgrade.
+	listen2, admin2 := freeAddr(t), freeAddr(t)
+	cfg2 := writeConfig(t, fmt.Sprintf(`
+listen: %q
+admin_listen: %q
+auth: {hmac_secret: %q}
+routes:
+  - {path: /ws/secure, upstream: "wss://%s/"}
+`, listen2, admin2, wstest.Secret, srv.Listener.Addr().String()))
+	start(t, "serve", "--config", cfg2)
+	wstest.WaitFor(t, "readyz 200", func() bool { return httpStatus("http://"+admin2+"/readyz") == 200 })
+	_, resp, err := websocket.Dial(ctx, "ws://"+listen2+"/ws/secure?token="+wstest.Token(t, "alice", nil), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("untrusted upstream: %v (response %v), want 502", err, resp)
 	}
 }
