@@ -151,7 +151,6 @@ func (s *session) open() {
 
 // run pumps until the session ends, then logs and unregisters it.
 func (s *session) run() {
-	h := s.h
 	var wg sync.WaitGroup
 	switch {
 	case s.cw != nil:
@@ -180,6 +179,16 @@ func (s *session) run() {
 	}
 	wg.Wait()
 	<-s.closed
+	s.finish()
+}
+
+// finish counts, logs and unregisters the ended session. It is its own
+// function so that run's frame, parked under the pump for the socket's
+// whole life, stays small (the log line's fields would make it 1 KiB).
+//
+//go:noinline
+func (s *session) finish() {
+	h := s.h
 	s.stopTimers()
 	if s.sub != nil {
 		s.sub.Close()
