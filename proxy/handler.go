@@ -118,10 +118,10 @@ type handshake struct {
 	// upstreamRaw is the upstream's connection under the WebSocket, kept to
 	// bound its close handshake.
 	upstreamRaw net.Conn
-	// Passthrough routes: both legs as wires, and the upstream's choice of
-	// subprotocol.
+	// Legs wsgate relays itself (relay.go): cw on passthrough and
+	// channel-only routes, uw on passthrough routes.
 	cw, uw      *wire
-	subprotocol string
+	subprotocol string // selected for the client: the upstream's, or the client's first
 	sub         *bridge.Subscription
 	publish     string
 	counted     bool   // holds a slot in Handler.conns
@@ -149,8 +149,7 @@ func (h *Handler) release(hs *handshake, reason string) {
 		closeBounded(hs.upstream, hs.upstreamRaw, websocket.StatusGoingAway, reason, closeHandshakeTimeout)
 	}
 	if hs.uw != nil {
-		close(hs.uw.readDone) // no pump reads it: do not wait for an answer
-		hs.uw.closeHandshake(websocket.StatusGoingAway, reason, closeHandshakeTimeout, false)
+		hs.uw.closeUnread(websocket.StatusGoingAway, reason)
 	}
 }
 
@@ -216,9 +215,9 @@ func (h *Handler) acceptConn(w http.ResponseWriter, r *http.Request, hs *handsha
 	return client, hj.conn, nil
 }
 
-// acceptWire completes the client handshake of a passthrough route itself
-// (isUpgrade checked the request): the 101 goes out on the hijacked
-// connection, which becomes the client wire.
+// acceptWire completes the client handshake itself on routes whose client
+// leg is a wire (route.wireClient; isUpgrade checked the request): the 101
+// goes out on the hijacked connection, which becomes the client wire.
 func (h *Handler) acceptWire(w http.ResponseWriter, r *http.Request, hs *handshake) (net.Conn, error) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {

@@ -384,11 +384,12 @@ func TestBrokenPeerCannotHoldCloseHandshake(t *testing.T) {
 	tooBig = append(tooBig, make([]byte, 1<<20+16)...)
 
 	cases := map[string]struct {
-		wire []byte
-		want uint16
+		wire   []byte
+		want   uint16               // the client's close code
+		wantUp websocket.StatusCode // the upstream's
 	}{
-		"rsv frame with a lure":           {rsvLure, 1002},
-		"oversized frame left unfinished": {tooBig, 1009},
+		"rsv frame with a lure":           {rsvLure, 1002, websocket.StatusGoingAway},
+		"oversized frame left unfinished": {tooBig, 1009, websocket.StatusMessageTooBig},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -404,8 +405,8 @@ func TestBrokenPeerCannotHoldCloseHandshake(t *testing.T) {
 			if took := time.Since(start); took > 4*time.Second {
 				t.Errorf("server held the connection %v after refusing the frame, want about 1s", took.Round(time.Millisecond))
 			}
-			if upCode := rec.closed(t); upCode != websocket.StatusGoingAway && upCode != websocket.StatusMessageTooBig {
-				t.Errorf("upstream got close %d", upCode)
+			if upCode := rec.closed(t); upCode != tc.wantUp {
+				t.Errorf("upstream got close %d, want %d", upCode, tc.wantUp)
 			}
 			wstest.WaitFor(t, "session end", func() bool { return g.h.Active() == 0 })
 		})

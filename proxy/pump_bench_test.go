@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/wstest"
 	"github.com/wsgate/wsgate/proxy"
 )
@@ -21,6 +22,12 @@ import (
 // benchGateway is a Handler with one echo route on a loopback server, built
 // for testing.B (newGateway takes a *testing.T).
 func benchGateway(b *testing.B, up *wstest.Upstream) string {
+	url, _ := benchHandler(b, []proxy.Route{echoRoute(up)}, nil)
+	return url
+}
+
+// benchHandler serves routes (hub may be nil) on a loopback server.
+func benchHandler(b *testing.B, routes []proxy.Route, hub *bridge.Hub) (string, *proxy.Handler) {
 	b.Helper()
 	log := zap.NewNop() // wsgate serve runs at warn: no per-connection lines
 	reg := prometheus.NewRegistry()
@@ -29,10 +36,10 @@ func benchGateway(b *testing.B, up *wstest.Upstream) string {
 		b.Fatal(err)
 	}
 	h, err := proxy.New(proxy.Config{
-		Routes:            []proxy.Route{echoRoute(up)},
+		Routes:            routes,
 		HeartbeatInterval: time.Minute, HeartbeatTimeout: 10 * time.Second, ShutdownGrace: time.Second,
 		Limits: proxy.Limits{MessagesPerSecond: 1e9}, // on, as in production, but never reached
-	}, v, nil, log, reg)
+	}, v, hub, log, reg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +50,7 @@ func benchGateway(b *testing.B, up *wstest.Upstream) string {
 		cancel()
 		srv.Close()
 	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), h
 }
 
 func benchDial(b *testing.B, url, tok string) *websocket.Conn {
@@ -121,5 +128,44 @@ func BenchmarkPumpRoundTrip(b *testing.B) {
 			}
 			b.ReportMetric((prox-base)/2, "proxy-allocs/msg")
 		})
+	}
+}
+
+// BenchmarkChannelDelivery is one channel message (100 B) published through
+// the in-process broker and delivered to 8 subscribed clients. allocs/op
+// counts the broker, wsgate and the 8 clients' reads; B/op the same.
+func BenchmarkChannelDelivery(b *testing.B) {
+	hub, err := bridge.New(bridge.Config{}, zap.NewNop(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	wstest.Run(b, hub.Run)
+	url, h := benchHandler(b, []proxy.Route{{Path: "/ws/feed", Subscribe: []string{"feed"}}}, hub)
+	tok := wstest.Token(b, "alice", nil)
+	const subs = 8
+	var conns []*websocket.Conn
+	for range subs {
+		conns = append(conns, benchDial(b, url+"/ws/feed", tok))
+	}
+	wstest.WaitFor(b, "subscribed", func() bool { return h.Active() == subs })
+	msg := []byte(strings.Repeat("x", 100))
+	ctx := context.Background()
+	deliver := func() {
+		if err := hub.Publish(ctx, "feed", msg); err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range conns {
+			if _, got, err := c.Read(ctx); err != nil || len(got) != len(msg) {
+				b.Fatalf("read: %d bytes, %v", len(got), err)
+			}
+		}
+	}
+	for range 200 {
+		deliver()
+	}
+	b.SetBytes(int64(subs * len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		deliver()
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/closecode"
 )
 
@@ -184,15 +185,12 @@ func (p *pumpState) flush(b []byte) {
 func (p *pumpState) stream(head []byte, rest int64) bool {
 	dst, buf := p.dst, *p.bp
 	timeout := p.s.h.cfg.WriteTimeout
-	if dst == nil {
-		dst = &wire{} // nothing to write to: read the frame and drop it
-	}
-	dst.wmu.Lock()
-	var werr error
-	if p.dead || p.dst == nil || dst.closeSent || p.s.closing.Load() {
-		werr = errWireClosed
-	} else {
-		werr = dst.writeLocked(head, timeout)
+	werr := errWireClosed // the frame is read and dropped unless written
+	if dst != nil {
+		dst.wmu.Lock()
+		if !p.dead && !dst.closeSent && !p.s.closing.Load() {
+			werr = dst.writeLocked(head, timeout)
+		}
 	}
 	var rerr error
 	for rest > 0 && rerr == nil {
@@ -203,7 +201,9 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 			werr = dst.writeLocked(buf[:m], timeout)
 		}
 	}
-	dst.wmu.Unlock()
+	if dst != nil {
+		dst.wmu.Unlock()
+	}
 	p.n = 0
 	if werr != nil {
 		p.writeFailed(werr)
@@ -272,19 +272,28 @@ func (p *pumpState) readFailed() {
 
 // writeFailed ends the session for a write to dst that failed.
 func (p *pumpState) writeFailed(err error) {
-	s := p.s
 	p.dead = true
+	if p.d == clientToUpstream {
+		p.s.wireWriteFailed(sideUpstream, err)
+	} else {
+		p.s.wireWriteFailed(sideClient, err)
+	}
+}
+
+// wireWriteFailed ends the session after a write to the wire on side
+// failed: a timeout drops that peer (it stopped reading, so it cannot take
+// a close frame either: brokenPeerTimeout); another error is left to the
+// peer's reader, which knows why.
+func (s *session) wireWriteFailed(side string, err error) {
 	switch {
-	case errors.Is(err, errWireClosed):
-	// A peer that stopped reading cannot take a close frame either: its
-	// close handshake gets only brokenPeerTimeout.
-	case errors.Is(err, os.ErrDeadlineExceeded) && p.d == clientToUpstream:
+	case errors.Is(err, errWireClosed): // the session is closing already
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		s.peerWriteFailed(side)
+	case side == sideUpstream:
 		s.end(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout", sideUpstream)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
-	case p.d == clientToUpstream:
-		s.peerWriteFailed(sideUpstream)
+	case s.sub != nil && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
+		s.end(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer", sideClient)
 	default:
-		s.peerWriteFailed(sideClient)
+		s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
 	}
 }

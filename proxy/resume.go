@@ -29,22 +29,16 @@ func (h *Handler) resume(ctx context.Context, r *http.Request, hs *handshake, ch
 // and returns the last position delivered.
 func (s *session) sendReplay(rec *bridge.Recovery, msgs []*bridge.Message) (bridge.Position, error) {
 	last := rec.Since // the client has everything up to here already
-	batch := make([]delivery, 0, maxBatch)
-	batch = append(batch, delivery{payload: rec.Control()})
-	for i, m := range msgs {
-		batch = append(batch, delivery{payload: m.Envelope})
-		if len(batch) == maxBatch || i == len(msgs)-1 {
+	batch := append(make([]delivery, 0, maxBatch), delivery{payload: rec.Control()})
+	for _, m := range msgs {
+		if len(batch) == maxBatch {
 			if err := s.deliver(batch); err != nil {
 				return last, err
 			}
 			batch = batch[:0]
 		}
+		batch = append(batch, delivery{payload: m.Envelope})
 		last = m.Pos
 	}
-	if len(batch) > 0 { // the control message alone
-		if err := s.deliver(batch); err != nil {
-			return last, err
-		}
-	}
-	return last, nil
+	return last, s.deliver(batch)
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,8 +49,8 @@ type session struct {
 	// The connections under client and upstream (nil if unknown): dropped
 	// outright when a close handshake overruns its bound.
 	clientRaw, upstreamRaw net.Conn
-	// Passthrough routes (relay.go) have no client or upstream Conn: both
-	// legs are wires relayed frame by frame.
+	// Legs wsgate relays itself (relay.go), in place of client and upstream:
+	// cw on passthrough and channel-only routes, uw on passthrough routes.
 	cw, uw      *wire
 	subprotocol string
 	sub         *bridge.Subscription // nil without subscriptions
@@ -121,15 +120,13 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
+		const reason = "server shutting down"
 		if s.cw != nil {
-			close(s.cw.readDone) // no pumps run: nothing waits for an answer
+			s.cw.closeUnread(closecode.GoingAway, reason)
+		} else {
+			s.closeLegs(closecode.GoingAway, closecode.GoingAway, reason, "")
 		}
-		if s.uw != nil {
-			close(s.uw.readDone)
-			hs.uw = nil
-		}
-		s.closeLegs(closecode.GoingAway, closecode.GoingAway, "server shutting down", "")
-		h.release(hs, "") // slots and subscription; both legs are closed already
+		h.release(hs, reason) // the upstream leg if still open, slots, subscription
 		return nil
 	}
 	h.sessions[s] = struct{}{}
@@ -345,19 +342,8 @@ func toDelivery(m *bridge.Message, durable bool) delivery {
 // the session (or leaves that to the reader that knows why).
 func (s *session) deliver(batch []delivery) error {
 	if s.cw != nil {
-		err := s.cw.writeMessages(batch, s.h.cfg.WriteTimeout)
-		switch {
-		case err == nil:
-		case errors.Is(err, errWireClosed):
-			return err
-		case errors.Is(err, os.ErrDeadlineExceeded) && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-			s.end(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer", sideClient)
-			return err
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
-			return err
-		default:
-			s.peerWriteFailed(sideClient)
+		if err := s.cw.writeMessages(batch, s.h.cfg.WriteTimeout); err != nil {
+			s.wireWriteFailed(sideClient, err)
 			return err
 		}
 		for _, d := range batch {

@@ -12,9 +12,10 @@ import (
 	"github.com/coder/websocket"
 )
 
-// wire is one leg of a passthrough session (relay.go): the raw connection
-// after the handshake, read by exactly one pump and written by several
-// goroutines (the other leg's pump, pong replies, heartbeat, close).
+// wire is a leg wsgate relays itself (relay.go): the raw connection after
+// the handshake, read by exactly one pump and written by several goroutines
+// (the other leg's pump or the channel writer, pong replies, heartbeat,
+// close).
 type wire struct {
 	conn       net.Conn
 	raw        syscall.RawConn // non-nil: a plain socket, read without holding a buffer while idle
@@ -154,18 +155,31 @@ type delivery struct {
 	payload []byte // shared with every subscriber: never modified
 }
 
+// iovecs is writeMessages' scratch: net.Buffers.WriteTo keeps its vector
+// on the heap, so it is pooled rather than allocated per batch.
+type iovecs struct {
+	hdrs [maxBatch][10]byte
+	iov  [2 * maxBatch][]byte
+	bufs net.Buffers
+}
+
+var iovPool = sync.Pool{New: func() any { return new(iovecs) }}
+
 // writeMessages writes batch as frames with one writev(2): a header built
 // here for each, the payloads as they are.
 func (w *wire) writeMessages(batch []delivery, timeout time.Duration) error {
-	var hdrs [maxBatch][10]byte
-	var iov [2 * maxBatch][]byte
-	bufs := net.Buffers(iov[:0])
+	v := iovPool.Get().(*iovecs)
+	defer func() {
+		clear(v.iov[:]) // hold no payload in the pool
+		iovPool.Put(v)
+	}()
+	v.bufs = v.iov[:0]
 	for i, d := range batch {
 		op := byte(opText)
 		if d.binary {
 			op = opBinary
 		}
-		bufs = append(bufs, appendHeader(hdrs[i][:0], op, len(d.payload), false), d.payload)
+		v.bufs = append(v.bufs, appendHeader(v.hdrs[i][:0], op, len(d.payload), false), d.payload)
 	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
@@ -173,7 +187,7 @@ func (w *wire) writeMessages(batch []delivery, timeout time.Duration) error {
 		return errWireClosed
 	}
 	w.armDeadline(timeout)
-	_, err := bufs.WriteTo(w.conn)
+	_, err := v.bufs.WriteTo(w.conn)
 	return err
 }
 
@@ -208,6 +222,13 @@ func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error
 	w.conn.SetWriteDeadline(deadline)
 	_, err := w.conn.Write(appendFrame(buf[:0], op, payload, !w.fromClient))
 	return err
+}
+
+// closeUnread closes a leg no pump ever read (the session never ran):
+// nobody would see the peer's answer, so none is awaited.
+func (w *wire) closeUnread(code websocket.StatusCode, reason string) {
+	close(w.readDone)
+	w.closeHandshake(code, reason, closeHandshakeTimeout, false)
 }
 
 // closeHandshake sends the close frame and ends the connection once the
