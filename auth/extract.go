@@ -68,8 +68,13 @@ func extract(cfg *Config, r *http.Request) (string, Source, error) {
 		}
 	}
 	if cfg.Cookie != "" {
-		if c, err := r.Cookie(cfg.Cookie); err == nil && c.Value != "" {
-			return c.Value, SourceCookie, nil
+		// Two cookies of one name are what cookie tossing from a sibling
+		// subdomain looks like: which one the issuer set cannot be told.
+		switch cs := r.CookiesNamed(cfg.Cookie); {
+		case len(cs) > 1:
+			return "", SourceCookie, fmt.Errorf("%w: more than one %q cookie", ErrMalformed, cfg.Cookie)
+		case len(cs) == 1 && cs[0].Value != "":
+			return cs[0].Value, SourceCookie, nil
 		}
 	}
 	return "", SourceNone, ErrNoToken

@@ -264,13 +264,13 @@ func (v *Verifier) claims(payload []byte, now time.Time) (*Identity, error) {
 		return nil, fmt.Errorf("%w: aud does not match", ErrClaims)
 	}
 	id := &Identity{Expiry: exp, Claims: claims}
-	user, ok := scalar(claims[v.cfg.UserClaim])
+	user, ok := identityScalar(claims[v.cfg.UserClaim])
 	if !ok || !validIdentityValue(user) {
 		return nil, fmt.Errorf("%w: user claim %q missing or unusable", ErrClaims, v.cfg.UserClaim)
 	}
 	id.User = user
 	if t, present := claims[v.cfg.TenantClaim]; present {
-		tenant, ok := scalar(t)
+		tenant, ok := identityScalar(t)
 		if !ok || !validIdentityValue(tenant) {
 			return nil, fmt.Errorf("%w: tenant claim %q unusable", ErrClaims, v.cfg.TenantClaim)
 		}
@@ -279,10 +279,27 @@ func (v *Verifier) claims(payload []byte, now time.Time) (*Identity, error) {
 	return id, nil
 }
 
+// identityScalar reads an identity claim: a string or a number, as
+// documented. A bool, null, array or object is no identity.
+func identityScalar(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	}
+	return "", false
+}
+
 // validIdentityValue accepts what can safely become an HTTP header value and
-// part of a channel name: non-empty, bounded, valid UTF-8, no control bytes.
+// part of a channel name: non-empty, bounded, valid UTF-8, no control bytes,
+// and no leading or trailing whitespace. HTTP trims header values, so " alice"
+// and "alice" would reach the upstream as the same user.
 func validIdentityValue(s string) bool {
 	if s == "" || len(s) > MaxIdentityBytes || !utf8.ValidString(s) {
+		return false
+	}
+	if strings.TrimSpace(s) != s {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

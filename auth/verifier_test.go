@@ -144,48 +144,54 @@ func TestVerifyAttackSuite(t *testing.T) {
 		token string
 		want  error // nil: accepted
 	}{
-		"HS256 valid":             {sign(t, jwa.HS256(), secret, nil, good), nil},
-		"HS512 valid":             {sign(t, jwa.HS512(), secret, nil, good), nil},
-		"RS256 valid":             {sign(t, jwa.RS256(), k.rsa, nil, good), nil},
-		"PS384 valid":             {sign(t, jwa.PS384(), k.rsa, nil, good), nil},
-		"ES384 valid":             {sign(t, jwa.ES384(), k.ec384, nil, good), nil},
-		"EdDSA valid":             {sign(t, jwa.EdDSA(), k.ed, nil, good), nil},
-		"expired within leeway":   {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", now.Add(-10*time.Second).Unix())), nil},
-		"alg none":                {raw(map[string]any{"alg": "none"}, good, ""), auth.ErrSignature},
-		"alg None mixed case":     {raw(map[string]any{"alg": "None"}, good, ""), auth.ErrSignature},
-		"HS256 with RSA pub key":  {sign(t, jwa.HS256(), rsaPubPEM, nil, good), auth.ErrSignature},
-		"ES256 unknown curve key": {sign(t, jwa.ES256(), k.ec256, nil, good), auth.ErrSignature},
-		"ES384 header, RSA sig":   {swapAlg(t, sign(t, jwa.RS256(), k.rsa, nil, good), "ES384"), auth.ErrSignature},
-		"zero ECDSA signature":    {zeroSig(sign(t, jwa.ES384(), k.ec384, nil, good), 96), auth.ErrSignature},
-		"truncated signature":     {sign(t, jwa.HS256(), secret, nil, good)[:40], auth.ErrMalformed},
-		"kid path traversal":      {sign(t, jwa.HS256(), []byte("wrong-secret-wrong-secret-wrong!!"), map[string]any{"kid": "../../../../dev/null"}, good), auth.ErrSignature},
-		"kid SQL":                 {sign(t, jwa.HS256(), []byte("wrong-secret-wrong-secret-wrong!!"), map[string]any{"kid": "' OR 1=1 --"}, good), auth.ErrSignature},
-		"kid 2 KB":                {sign(t, jwa.HS256(), secret, map[string]any{"kid": strings.Repeat("k", 2048)}, good), auth.ErrMalformed},
-		"jku to attacker":         {sign(t, jwa.ES256(), k.ec256, map[string]any{"jku": spy.URL + "/jwks"}, good), auth.ErrSignature},
-		"x5u to attacker":         {sign(t, jwa.ES256(), k.ec256, map[string]any{"x5u": spy.URL + "/cert"}, good), auth.ErrSignature},
-		"embedded jwk":            {sign(t, jwa.ES256(), k.ec256, map[string]any{"jwk": attackerJWK}, good), auth.ErrSignature},
-		"x5c with attacker cert":  {signRawES256(t, k.ec256, map[string]any{"alg": "ES256", "x5c": []string{selfSigned(t, k.ec256)}, "x5u": spy.URL + "/x5u"}, good), auth.ErrSignature},
-		"crit unknown":            {sign(t, jwa.HS256(), secret, map[string]any{"crit": []string{"exp-custom"}, "exp-custom": 1}, good), auth.ErrMalformed},
-		"expired":                 {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", now.Add(-time.Minute).Unix())), auth.ErrExpired},
-		"missing exp":             {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", nil)), auth.ErrExpired},
-		"exp not a number":        {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", "tomorrow")), auth.ErrMalformed},
-		"nbf in the future":       {sign(t, jwa.HS256(), secret, nil, merge(good, "nbf", now.Add(time.Minute).Unix())), auth.ErrNotYetValid},
-		"iat beyond skew":         {sign(t, jwa.HS256(), secret, nil, merge(good, "iat", now.Add(time.Hour).Unix())), auth.ErrNotYetValid},
-		"wrong iss":               {sign(t, jwa.HS256(), secret, nil, merge(good, "iss", "https://evil.example")), auth.ErrClaims},
-		"wrong aud":               {sign(t, jwa.HS256(), secret, nil, merge(good, "aud", "other")), auth.ErrClaims},
-		"missing aud":             {sign(t, jwa.HS256(), secret, nil, merge(good, "aud", nil)), auth.ErrClaims},
-		"missing user claim":      {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", nil)), auth.ErrClaims},
-		"user claim with CRLF":    {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", "alice\r\nX-Admin: 1")), auth.ErrClaims},
-		"user claim 257 bytes":    {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", strings.Repeat("a", 257))), auth.ErrClaims},
-		"user claim an object":    {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", map[string]any{"id": 1})), auth.ErrClaims},
-		"tenant with newline":     {sign(t, jwa.HS256(), secret, nil, merge(good, "tenant_id", "t1\n")), auth.ErrClaims},
-		"JWE five segments":       {"eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", auth.ErrMalformed},
-		"JSON serialization":      {`{"payload":"e30","signatures":[{"protected":"eyJhbGciOiJIUzI1NiJ9","signature":"x"}]}`, auth.ErrMalformed},
-		"1 MB token":              {strings.Repeat("a", 1<<20), auth.ErrMalformed},
-		"100000 dots":             {strings.Repeat(".", 100000), auth.ErrMalformed},
-		"header not base64":       {"!!!.e30.sig", auth.ErrMalformed},
-		"header not JSON":         {base64.RawURLEncoding.EncodeToString([]byte("nope")) + ".e30.sig", auth.ErrMalformed},
-		"payload not an object":   {sign(t, jwa.HS256(), secret, nil, nil)[:0] + signPayload(t, []byte(`[1,2]`)), auth.ErrMalformed},
+		"HS256 valid":              {sign(t, jwa.HS256(), secret, nil, good), nil},
+		"HS512 valid":              {sign(t, jwa.HS512(), secret, nil, good), nil},
+		"RS256 valid":              {sign(t, jwa.RS256(), k.rsa, nil, good), nil},
+		"PS384 valid":              {sign(t, jwa.PS384(), k.rsa, nil, good), nil},
+		"ES384 valid":              {sign(t, jwa.ES384(), k.ec384, nil, good), nil},
+		"EdDSA valid":              {sign(t, jwa.EdDSA(), k.ed, nil, good), nil},
+		"expired within leeway":    {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", now.Add(-10*time.Second).Unix())), nil},
+		"alg none":                 {raw(map[string]any{"alg": "none"}, good, ""), auth.ErrSignature},
+		"alg None mixed case":      {raw(map[string]any{"alg": "None"}, good, ""), auth.ErrSignature},
+		"HS256 with RSA pub key":   {sign(t, jwa.HS256(), rsaPubPEM, nil, good), auth.ErrSignature},
+		"ES256 unknown curve key":  {sign(t, jwa.ES256(), k.ec256, nil, good), auth.ErrSignature},
+		"ES384 header, RSA sig":    {swapAlg(t, sign(t, jwa.RS256(), k.rsa, nil, good), "ES384"), auth.ErrSignature},
+		"zero ECDSA signature":     {zeroSig(sign(t, jwa.ES384(), k.ec384, nil, good), 96), auth.ErrSignature},
+		"truncated signature":      {sign(t, jwa.HS256(), secret, nil, good)[:40], auth.ErrMalformed},
+		"kid path traversal":       {sign(t, jwa.HS256(), []byte("wrong-secret-wrong-secret-wrong!!"), map[string]any{"kid": "../../../../dev/null"}, good), auth.ErrSignature},
+		"kid SQL":                  {sign(t, jwa.HS256(), []byte("wrong-secret-wrong-secret-wrong!!"), map[string]any{"kid": "' OR 1=1 --"}, good), auth.ErrSignature},
+		"kid 2 KB":                 {sign(t, jwa.HS256(), secret, map[string]any{"kid": strings.Repeat("k", 2048)}, good), auth.ErrMalformed},
+		"jku to attacker":          {sign(t, jwa.ES256(), k.ec256, map[string]any{"jku": spy.URL + "/jwks"}, good), auth.ErrSignature},
+		"x5u to attacker":          {sign(t, jwa.ES256(), k.ec256, map[string]any{"x5u": spy.URL + "/cert"}, good), auth.ErrSignature},
+		"embedded jwk":             {sign(t, jwa.ES256(), k.ec256, map[string]any{"jwk": attackerJWK}, good), auth.ErrSignature},
+		"x5c with attacker cert":   {signRawES256(t, k.ec256, map[string]any{"alg": "ES256", "x5c": []string{selfSigned(t, k.ec256)}, "x5u": spy.URL + "/x5u"}, good), auth.ErrSignature},
+		"crit unknown":             {sign(t, jwa.HS256(), secret, map[string]any{"crit": []string{"exp-custom"}, "exp-custom": 1}, good), auth.ErrMalformed},
+		"expired":                  {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", now.Add(-time.Minute).Unix())), auth.ErrExpired},
+		"missing exp":              {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", nil)), auth.ErrExpired},
+		"exp not a number":         {sign(t, jwa.HS256(), secret, nil, merge(good, "exp", "tomorrow")), auth.ErrMalformed},
+		"nbf in the future":        {sign(t, jwa.HS256(), secret, nil, merge(good, "nbf", now.Add(time.Minute).Unix())), auth.ErrNotYetValid},
+		"iat beyond skew":          {sign(t, jwa.HS256(), secret, nil, merge(good, "iat", now.Add(time.Hour).Unix())), auth.ErrNotYetValid},
+		"wrong iss":                {sign(t, jwa.HS256(), secret, nil, merge(good, "iss", "https://evil.example")), auth.ErrClaims},
+		"wrong aud":                {sign(t, jwa.HS256(), secret, nil, merge(good, "aud", "other")), auth.ErrClaims},
+		"missing aud":              {sign(t, jwa.HS256(), secret, nil, merge(good, "aud", nil)), auth.ErrClaims},
+		"missing user claim":       {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", nil)), auth.ErrClaims},
+		"user claim with CRLF":     {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", "alice\r\nX-Admin: 1")), auth.ErrClaims},
+		"user claim 257 bytes":     {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", strings.Repeat("a", 257))), auth.ErrClaims},
+		"user claim an object":     {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", map[string]any{"id": 1})), auth.ErrClaims},
+		"tenant with newline":      {sign(t, jwa.HS256(), secret, nil, merge(good, "tenant_id", "t1\n")), auth.ErrClaims},
+		"user claim leading space": {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", " alice")), auth.ErrClaims},
+		"user claim trailing tab":  {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", "alice\t")), auth.ErrClaims},
+		"tenant trailing space":    {sign(t, jwa.HS256(), secret, nil, merge(good, "tenant_id", "t1 ")), auth.ErrClaims},
+		"user claim a boolean":     {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", true)), auth.ErrClaims},
+		"tenant a boolean":         {sign(t, jwa.HS256(), secret, nil, merge(good, "tenant_id", false)), auth.ErrClaims},
+		"user claim null":          {sign(t, jwa.HS256(), secret, nil, merge(good, "sub", json.RawMessage("null"))), auth.ErrClaims},
+		"JWE five segments":        {"eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", auth.ErrMalformed},
+		"JSON serialization":       {`{"payload":"e30","signatures":[{"protected":"eyJhbGciOiJIUzI1NiJ9","signature":"x"}]}`, auth.ErrMalformed},
+		"1 MB token":               {strings.Repeat("a", 1<<20), auth.ErrMalformed},
+		"100000 dots":              {strings.Repeat(".", 100000), auth.ErrMalformed},
+		"header not base64":        {"!!!.e30.sig", auth.ErrMalformed},
+		"header not JSON":          {base64.RawURLEncoding.EncodeToString([]byte("nope")) + ".e30.sig", auth.ErrMalformed},
+		"payload not an object":    {sign(t, jwa.HS256(), secret, nil, nil)[:0] + signPayload(t, []byte(`[1,2]`)), auth.ErrMalformed},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -432,4 +438,33 @@ func selfSigned(t *testing.T, key *ecdsa.PrivateKey) string {
 		t.Fatal(err)
 	}
 	return base64.StdEncoding.EncodeToString(der)
+}
+
+func TestExtractRefusesDuplicateCookies(t *testing.T) {
+	v, _ := newVerifier(t, auth.Config{HMACSecret: secret, Cookie: "session"})
+	cases := map[string]struct {
+		cookies []string
+		want    error
+	}{
+		"one cookie":                 {[]string{"session=c00kieval"}, nil},
+		"two cookies in one header":  {[]string{"session=c00kieval; session=0therval"}, auth.ErrMalformed},
+		"two Cookie headers":         {[]string{"session=c00kieval", "session=0therval"}, auth.ErrMalformed},
+		"other cookies are ignored":  {[]string{"a=1; session=c00kieval; b=2"}, nil},
+		"empty cookie is no carrier": {[]string{"session="}, auth.ErrNoToken},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+			for _, c := range tc.cookies {
+				r.Header.Add("Cookie", c)
+			}
+			tok, src, err := v.Extract(r)
+			if !errors.Is(err, tc.want) || (tc.want == nil && (tok != "c00kieval" || src != auth.SourceCookie)) {
+				t.Fatalf("Extract = %q, %v, %v; want err %v", tok, src, err, tc.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), "c00kieval") || strings.Contains(err.Error(), "0therval")) {
+				t.Errorf("error carries the cookie value: %v", err)
+			}
+		})
+	}
 }

@@ -187,7 +187,8 @@ func (h *Hub) Publish(ctx context.Context, channel string, payload []byte) error
 	}
 	if err := publish(ctx, channel, payload); err != nil {
 		h.metrics.publishes.WithLabelValues("error").Inc()
-		return fmt.Errorf("publish: %w", err)
+		h.log.Warn("publish_failed", zap.String("channel", channel), zap.Int("bytes", len(payload)), zap.Error(err))
+		return fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
 	}
 	h.metrics.publishes.WithLabelValues("ok").Inc()
 	return nil

@@ -154,3 +154,42 @@ func TestHubSurvivesRedisFlapping(t *testing.T) {
 		t.Errorf("after flapping: %q", m.Payload)
 	}
 }
+
+// Issue 11, finding 11: the first publish after a Redis restart met the dead
+// pooled connection and was lost behind an error. Every publish, plain and
+// durable, must now succeed once the hub is ready again, and arrive.
+func TestPublishAfterRedisRestartIsNotLost(t *testing.T) {
+	r := wstest.StartRedis(t)
+	h, err := bridge.New(bridge.Config{URL: r.URL(), ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
+		Durable: []bridge.Durable{{Pattern: "dur:*"}}}, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wstest.Run(t, h.Run)
+	wstest.WaitFor(t, "hub ready", h.Ready)
+	ctx := context.Background()
+	for round := 0; round < 3; round++ {
+		// Warm several pooled connections, so the restart leaves them dead.
+		for i := 0; i < 4; i++ {
+			if err := h.Publish(ctx, "warm", []byte("w")); err != nil {
+				t.Fatalf("round %d: warm-up publish: %v", round, err)
+			}
+		}
+		r.Kill()
+		r.Start(t)
+		wstest.WaitFor(t, "ready again", h.Ready)
+		s, err := h.Subscribe(ctx, []string{"plain", "dur:1"}, 10)
+		if err != nil {
+			t.Fatalf("round %d: subscribe: %v", round, err)
+		}
+		for _, ch := range []string{"plain", "dur:1"} {
+			if err := h.Publish(ctx, ch, []byte("after-restart")); err != nil {
+				t.Fatalf("round %d: first publish to %s after the restart failed: %v", round, ch, err)
+			}
+			if m := recv(t, s); string(m.Payload) != "after-restart" || m.Channel != ch {
+				t.Fatalf("round %d: got %q on %s", round, m.Payload, m.Channel)
+			}
+		}
+		s.Close()
+	}
+}

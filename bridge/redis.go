@@ -183,12 +183,28 @@ func (b *redisBroker) syncLoop(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (b *redisBroker) publish(ctx context.Context, channel string, payload []byte) error {
-	c := b.client.Load()
-	if c == nil {
-		return ErrUnavailable
+	return b.retryOnce(ctx, func(cl rueidis.Client) error {
+		return cl.Do(ctx, cl.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()).Error()
+	})
+}
+
+// retryOnce runs a write, and runs it again once when it failed on the
+// connection rather than in Redis: after a Redis restart the first command
+// on each pooled connection meets EOF, and without the retry the message
+// would be lost behind an error. A Redis error reply is final.
+func (b *redisBroker) retryOnce(ctx context.Context, write func(rueidis.Client) error) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		c := b.client.Load()
+		if c == nil {
+			return ErrUnavailable
+		}
+		err = write(*c)
+		if _, isRedisErr := rueidis.IsRedisErr(err); err == nil || isRedisErr || ctx.Err() != nil {
+			return err
+		}
 	}
-	cl := *c
-	return cl.Do(ctx, cl.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()).Error()
+	return err
 }
 
 // History lives in a stream, an epoch key and a "last trimmed ID" key per
@@ -243,13 +259,11 @@ return {epoch, trimmed, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUN
 `)
 
 func (b *redisBroker) publishDurable(ctx context.Context, channel string, payload []byte, d Durable) error {
-	c := b.client.Load()
-	if c == nil {
-		return ErrUnavailable
-	}
 	args := []string{channel, rueidis.BinaryString(payload), strconv.Itoa(d.Size),
 		strconv.FormatInt(d.TTL.Milliseconds(), 10), newEpoch(), string(durableMarker)}
-	return publishScript.Exec(ctx, *c, historyKeys(channel), args).Error()
+	return b.retryOnce(ctx, func(cl rueidis.Client) error {
+		return publishScript.Exec(ctx, cl, historyKeys(channel), args).Error()
+	})
 }
 
 func (b *redisBroker) history(ctx context.Context, channel string, since streamID, limit int) (string, streamID, []historyEntry, error) {

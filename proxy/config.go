@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,13 +149,7 @@ func (c Config) Validate() error {
 		"heartbeat.interval": c.HeartbeatInterval, "heartbeat.timeout": c.HeartbeatTimeout,
 		"dial_timeout": c.DialTimeout, "write_timeout": c.WriteTimeout, "shutdown_grace": c.ShutdownGrace,
 	} {
-		if d < 0 {
-			bad(key, "must not be negative")
-		}
-	}
-	d := c.withDefaults()
-	if d.HeartbeatTimeout >= d.HeartbeatInterval {
-		bad("heartbeat.timeout", "%s must be shorter than heartbeat.interval (%s)", d.HeartbeatTimeout, d.HeartbeatInterval)
+		checkDuration(bad, key, d)
 	}
 	if c.SubscriberQueue < 0 {
 		bad("subscriber_queue", "must not be negative")
@@ -168,6 +164,29 @@ func (c Config) Validate() error {
 	return problems.Err()
 }
 
+// MinDuration is the shortest timeout or interval a config may set: below
+// it a gateway works for no one (a 1ns dial timeout fails every dial).
+const MinDuration = 50 * time.Millisecond
+
+// checkDuration refuses negative durations and positive ones under
+// MinDuration; zero means the documented default.
+func checkDuration(bad func(key, format string, args ...any), key string, d time.Duration) {
+	switch {
+	case d < 0:
+		bad(key, "must not be negative")
+	case d > 0 && d < MinDuration:
+		bad(key, "%s is too short (at least %s; 0 for the default)", d, MinDuration)
+	}
+}
+
+// ReservedPaths are served by wsgate itself on the public listener. A route
+// that would take one of them is refused; a catch-all route ("/" or a
+// subtree) leaves them to wsgate.
+var ReservedPaths = []string{VerifyPath}
+
+// VerifyPath is the ForwardAuth endpoint (VerifyHandler).
+const VerifyPath = "/auth/verify"
+
 func (r Route) validate(mux *http.ServeMux) []*FieldError {
 	var errs []*FieldError
 	bad := func(key, format string, args ...any) {
@@ -178,17 +197,15 @@ func (r Route) validate(mux *http.ServeMux) []*FieldError {
 		bad("path", "%v", err)
 	} else if err := registerPattern(mux, r.Path); err != nil {
 		bad("path", "%v", err)
+	} else if p := reservedCollision(r.Path); p != "" {
+		bad("path", "takes %s, which wsgate serves itself", p)
 	}
 	if r.Upstream == "" && len(r.Subscribe) == 0 && r.Publish == "" {
 		bad("upstream", "a route needs at least one of upstream, subscribe, publish")
 	}
 	if r.Upstream != "" {
-		if t, err := parseTemplate(r.Upstream, params, false); err != nil {
+		if err := checkUpstream(r.Upstream, params); err != nil {
 			bad("upstream", "%v", err)
-		} else if u, err := url.Parse(t.expand(func(string) string { return "x" })); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			bad("upstream", "must be a ws:// or wss:// URL")
-		} else if u.RawQuery != "" || u.Fragment != "" {
-			bad("upstream", "must not carry a query or fragment (the client's query is forwarded)")
 		}
 	}
 	for j, s := range r.Subscribe {
@@ -223,31 +240,108 @@ func (r Route) validate(mux *http.ServeMux) []*FieldError {
 	return errs
 }
 
-// registerPattern checks a route path with net/http's own pattern parser,
-// turning its panic on conflicts into an error.
-func registerPattern(mux *http.ServeMux, path string) (err error) {
+// registerPattern checks a route path with net/http's own pattern parser.
+// A conflict is an error that names the other route but no source file
+// (net/http's message says where a pattern was registered).
+func registerPattern(mux *http.ServeMux, path string) error {
+	return register(mux, path, http.NotFoundHandler())
+}
+
+// register is mux.Handle with net/http's panic on a conflict turned into an
+// error.
+func register(mux *http.ServeMux, path string, handler http.Handler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
+			msg := registeredAt.ReplaceAllString(fmt.Sprint(r), "")
+			err = errors.New(strings.ReplaceAll(msg, "\n", " "))
 		}
 	}()
-	mux.Handle(path, http.NotFoundHandler())
+	mux.Handle(path, handler)
 	return nil
 }
 
-// pathParams lists the {name} segments of a route path.
+// registeredAt matches the source locations in net/http's conflict panics.
+var registeredAt = regexp.MustCompile(` ?\(registered at [^)]*\)`)
+
+// reservedCollision names the reserved path a route pattern would take from
+// wsgate, or "". Catch-alls ("/", "/x/", "/{p...}") do not count: net/http
+// gives the reserved path's own, more specific pattern precedence.
+func reservedCollision(path string) string {
+	if strings.HasSuffix(path, "/") || strings.HasSuffix(path, "...}") {
+		return ""
+	}
+	mux := http.NewServeMux()
+	mux.Handle(path, http.NotFoundHandler())
+	for _, p := range ReservedPaths {
+		if _, pat := mux.Handler(&http.Request{Method: http.MethodGet, Host: "x", URL: &url.URL{Path: p}}); pat == path {
+			return p
+		}
+	}
+	return ""
+}
+
+// checkUpstream checks an upstream URL template: ws:// or wss://, a host and
+// a valid port, no userinfo, query or fragment, and placeholders only in the
+// path, so a client can never choose where wsgate dials.
+func checkUpstream(s string, params []string) error {
+	t, err := parseTemplate(s, params, false)
+	if err != nil {
+		return err
+	}
+	// The authority ends at the first '/' after "://": every placeholder
+	// must come after it.
+	if first := strings.IndexByte(s, '{'); first >= 0 {
+		scheme := strings.Index(s, "://")
+		authority := -1
+		if scheme >= 0 {
+			authority = strings.IndexByte(s[scheme+3:], '/')
+		}
+		if scheme < 0 || first < scheme+3 || authority < 0 || first < scheme+3+authority {
+			return errors.New("placeholders may only be used in the path, never in the scheme, host or port")
+		}
+	}
+	u, err := url.Parse(t.expand(func(string) string { return "x" }))
+	switch {
+	case err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" || u.Opaque != "":
+		return errors.New("must be a ws:// or wss:// URL")
+	case u.User != nil:
+		return errors.New("must not carry userinfo (wsgate sends the client's token as Authorization; credentials in the URL would be dropped)")
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return errors.New("must not carry a query or fragment (the client's query is forwarded)")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not between 1 and 65535", p)
+		}
+	}
+	return nil
+}
+
+// pathParams lists the {name} segments of a route path. The last segment
+// may be a tail parameter {name...}, listed as name: it takes the rest of
+// the path.
 func pathParams(path string) ([]string, error) {
 	if !strings.HasPrefix(path, "/") {
 		return nil, errors.New("must start with /")
 	}
-	if strings.ContainsAny(path, " \t?#") {
-		return nil, errors.New("must be a plain path (no spaces, query or fragment)")
+	if strings.ContainsAny(path, " \t?#%") {
+		return nil, errors.New("must be a plain path (no spaces, escapes, query or fragment)")
+	}
+	if clean := cleanPath(path); clean != path {
+		return nil, fmt.Errorf("must be a clean path (%s)", clean)
 	}
 	var params []string
-	for _, seg := range strings.Split(path[1:], "/") {
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
 		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
 			name := seg[1 : len(seg)-1]
-			if !validName(name) || strings.HasSuffix(name, "...") {
+			if tail, ok := strings.CutSuffix(name, "..."); ok {
+				if i != len(segs)-1 {
+					return nil, fmt.Errorf("tail parameter %q must be the last segment", seg)
+				}
+				name = tail
+			}
+			if !validName(name) {
 				return nil, fmt.Errorf("bad parameter %q", seg)
 			}
 			if contains(params, name) || reservedName(name) {

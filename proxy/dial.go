@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -35,7 +34,7 @@ func newDialClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
 // the client tried to set.
 func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token string, id *auth.Identity, hs *handshake) error {
 	reqID := hs.reqID
-	target := rt.upstream.expand(func(name string) string { return url.PathEscape(r.PathValue(name)) })
+	target := rt.upstreamURL(r)
 	var ours []string
 	if rt.cfg.History != nil {
 		ours = append(ours, SinceParam)
@@ -53,10 +52,7 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 	// X-Forwarded-* from the peer are kept only when the peer is a trusted
 	// proxy (the gateway in front); a direct client cannot choose them.
 	peer := clientIP(r)
-	fromProxy := false
-	if ip := net.ParseIP(peer); ip != nil && inNets(ip, h.trusted) {
-		fromProxy = true
-	}
+	fromProxy := h.peerTrusted(r)
 	forwarded := func(name, derived string) string {
 		if v := r.Header.Get(name); fromProxy && v != "" {
 			return v

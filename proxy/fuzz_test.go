@@ -101,17 +101,19 @@ func FuzzOriginMatcher(f *testing.F) {
 		if origin != "" {
 			r.Header.Set("Origin", origin)
 		}
-		// Same-host mode (no allowed_origins).
-		if newOriginMatcher(nil).allowed(r) && origin != "" {
-			u, err := url.Parse(strings.ToLower(origin))
-			if err != nil || !strings.EqualFold(u.Host, host) {
-				t.Fatalf("same-host mode allowed Origin %q for Host %q", origin, host)
+		// Same-host mode (no allowed_origins): scheme and host must match.
+		for _, scheme := range []string{"http", "https"} {
+			if newOriginMatcher(nil).allowed(r, scheme) && origin != "" {
+				u, err := url.Parse(strings.ToLower(origin))
+				if err != nil || !strings.EqualFold(u.Host, host) || u.Scheme != scheme {
+					t.Fatalf("same-host mode allowed Origin %q for %s://%s", origin, scheme, host)
+				}
 			}
 		}
 		if checkOriginPattern(pattern) != nil {
 			return
 		}
-		allowed := newOriginMatcher([]string{pattern}).allowed(r)
+		allowed := newOriginMatcher([]string{pattern}).allowed(r, "https")
 		if !allowed || origin == "" {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,18 +98,43 @@ func New(cfg Config, v *auth.Verifier, hub *bridge.Hub, log *zap.Logger, reg pro
 		}
 		h.mux.Handle(rt.cfg.Path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(rt, w, r) }))
 	}
-	h.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.reject(w, r, nil, ErrNoRoute)
-	}))
+	h.mux.Handle(VerifyPath, h.VerifyHandler())
 	return h, nil
+}
+
+// Handle adds a plain HTTP handler to the public listener (the demo's
+// page). pattern must not collide with a route or a reserved path; call it
+// before serving.
+func (h *Handler) Handle(pattern string, handler http.Handler) error {
+	if err := register(h.mux, pattern, handler); err != nil {
+		return fmt.Errorf("%s: %w", pattern, err)
+	}
+	return nil
 }
 
 // ShareLimits makes the per-user and per-tenant caps and the handshake
 // rates fleet-wide. Call it before serving.
 func (h *Handler) ShareLimits(s SharedLimits) { h.shared = s }
 
-// ServeHTTP routes r to its WebSocket route, or answers 404.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP routes r to its WebSocket route, the ForwardAuth endpoint or a
+// handler added with Handle, or answers 404. It never redirects: net/http's
+// redirects for unclean paths and missing trailing slashes would echo the
+// query, and with it a token, in Location and in the body.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect && cleanPath(r.URL.EscapedPath()) != r.URL.EscapedPath() {
+		h.reject(w, r, nil, fmt.Errorf("%w: the path is not in canonical form", ErrNoRoute))
+		return
+	}
+	hd, pattern := h.mux.Handler(r)
+	if pattern == "" || reflect.TypeOf(hd) == redirectType {
+		h.reject(w, r, nil, ErrNoRoute)
+		return
+	}
+	h.mux.ServeHTTP(w, r) // the same match, with r's path values set
+}
+
+// redirectType is the type of net/http's redirect handlers.
+var redirectType = reflect.TypeOf(http.RedirectHandler("/", http.StatusTemporaryRedirect))
 
 // handshake is what a successful handshake hands to the session.
 type handshake struct {
@@ -154,6 +180,10 @@ func (h *Handler) release(hs *handshake, reason string) {
 }
 
 func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
+	if err := rt.checkParams(r); err != nil {
+		h.reject(w, r, rt, err)
+		return
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
 	hs, err := h.handshake(ctx, rt, r)
@@ -268,7 +298,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 	if !isUpgrade(r) {
 		return nil, ErrNotWebSocket
 	}
-	if !h.origins.allowed(r) {
+	if !h.origins.allowed(r, requestScheme(r, h.peerTrusted(r))) {
 		return nil, ErrOrigin
 	}
 	now := time.Now()
@@ -448,6 +478,13 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// peerTrusted reports whether the connection's peer is a trusted proxy
+// (limits.trusted_proxies), whose X-Forwarded-* headers wsgate believes.
+func (h *Handler) peerTrusted(r *http.Request) bool {
+	ip := net.ParseIP(clientIP(r))
+	return ip != nil && inNets(ip, h.trusted)
 }
 
 func clientIP(r *http.Request) string {

@@ -38,8 +38,10 @@ func newOriginMatcher(patterns []string) originMatcher {
 }
 
 // allowed: no Origin (not a browser) passes; otherwise the Origin must be
-// listed, or, with no list, name the same host the request was sent to.
-func (m originMatcher) allowed(r *http.Request) bool {
+// listed, or, with no list, name the same scheme and host the request was
+// sent to (scheme is "http" or "https", see requestScheme): a page on
+// http://app.example.com must not ride the cookies of https://app.example.com.
+func (m originMatcher) allowed(r *http.Request, scheme string) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
@@ -47,7 +49,7 @@ func (m originMatcher) allowed(r *http.Request) bool {
 	origin = strings.ToLower(origin)
 	if len(m.exact) == 0 && len(m.suffixes) == 0 {
 		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+		return err == nil && u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
 	}
 	if m.exact[origin] {
 		return true
@@ -60,4 +62,20 @@ func (m originMatcher) allowed(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// requestScheme is the scheme the client used to reach wsgate: "https" over
+// TLS, the X-Forwarded-Proto of a trusted proxy in front (ws and wss, which
+// Traefik sends on upgrades, count as http and https), else "http".
+func requestScheme(r *http.Request, fromTrustedProxy bool) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if fromTrustedProxy {
+		switch strings.ToLower(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto"))) {
+		case "https", "wss":
+			return "https"
+		}
+	}
+	return "http"
 }

@@ -1,8 +1,18 @@
 package proxy
 
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+)
+
 // route is a compiled Route. Static after construction.
 type route struct {
 	cfg       Route
+	params    []string // path parameters, in order
+	tail      string   // the {name...} parameter, if any
 	upstream  template
 	subscribe []template
 	publish   template
@@ -13,7 +23,10 @@ func newRoute(cfg Route) (*route, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &route{cfg: cfg}
+	rt := &route{cfg: cfg, params: params}
+	if strings.HasSuffix(cfg.Path, "...}") {
+		rt.tail = params[len(params)-1]
+	}
 	if cfg.Upstream != "" {
 		rt.upstream = mustTemplate(cfg.Upstream, params, false)
 	}
@@ -52,4 +65,57 @@ const (
 
 func (d direction) String() string {
 	return [...]string{"client_to_upstream", "upstream_to_client", "client_to_channel", "channel_to_client"}[d]
+}
+
+// checkParams refuses path parameter values that are dot segments, raw or
+// percent-encoded: an upstream that normalises its path would resolve
+// /ws/reports/{id} with id ".." outside the route's prefix. A tail
+// parameter is checked segment by segment.
+func (rt *route) checkParams(r *http.Request) error {
+	for _, name := range rt.params {
+		v := r.PathValue(name)
+		segs := []string{v}
+		if name == rt.tail {
+			segs = strings.Split(v, "/")
+		}
+		for _, seg := range segs {
+			if seg == "." || seg == ".." {
+				return fmt.Errorf("%w: {%s} is a dot segment", ErrBadParam, name)
+			}
+		}
+	}
+	return nil
+}
+
+// upstreamURL fills the upstream template with escaped path parameters; a
+// tail parameter keeps its slashes between escaped segments.
+func (rt *route) upstreamURL(r *http.Request) string {
+	return rt.upstream.expand(func(name string) string {
+		v := r.PathValue(name)
+		if name != rt.tail {
+			return url.PathEscape(v)
+		}
+		segs := strings.Split(v, "/")
+		for i, seg := range segs {
+			segs[i] = url.PathEscape(seg)
+		}
+		return strings.Join(segs, "/")
+	})
+}
+
+// cleanPath is net/http's path canonicalisation: a path that differs from
+// its clean form is answered 404 rather than redirected (a redirect would
+// echo the query, and with it the token, in Location).
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }

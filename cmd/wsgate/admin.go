@@ -39,11 +39,10 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 			return
 		}
 		if err := hub.Publish(r.Context(), channel, payload); err != nil {
-			status := http.StatusBadGateway
-			if errors.Is(err, bridge.ErrUnavailable) {
-				status = http.StatusServiceUnavailable
-			}
-			http.Error(w, err.Error(), status)
+			// Every failure is retryable for the producer: Redis is down, or
+			// the publish failed after the bridge's own retry (logged there).
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -212,13 +213,23 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	if err := cfg.LogLevel.UnmarshalText([]byte(fc.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", fc.LogLevel))
 	}
-	for key, addr := range map[string]string{"listen": fc.Listen, "admin_listen": fc.AdminListen} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not host:port", key, addr))
-		}
+	pubHost, pubPort, err := listenAddr(fc.Listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listen: %v", err))
 	}
-	if fc.Listen == fc.AdminListen {
-		errs = append(errs, fmt.Errorf("admin_listen: must differ from listen"))
+	adminHost, adminPort, err2 := listenAddr(fc.AdminListen)
+	if err2 != nil {
+		errs = append(errs, fmt.Errorf("admin_listen: %v", err2))
+	}
+	if err == nil && err2 == nil && pubPort == adminPort && (pubPort != 0 || fc.Listen == fc.AdminListen) &&
+		(pubHost == adminHost || wildcardHost(pubHost) || wildcardHost(adminHost)) {
+		errs = append(errs, fmt.Errorf("admin_listen: %s would bind the same port as listen (%s)", fc.AdminListen, fc.Listen))
+	}
+	if lim.HandshakeTimeout > 0 && lim.HandshakeTimeout < proxy.MinDuration {
+		errs = append(errs, fmt.Errorf("limits.handshake_timeout: %s is too short (at least %s)", lim.HandshakeTimeout, proxy.MinDuration))
+	}
+	if lim.ReadHeaderTimeout > 0 && lim.ReadHeaderTimeout < proxy.MinDuration {
+		errs = append(errs, fmt.Errorf("limits.read_header_timeout: %s is too short (at least %s)", lim.ReadHeaderTimeout, proxy.MinDuration))
 	}
 	a := fc.Auth
 	if secret, err := readSecretFile(a.HMACSecret); err != nil {
@@ -268,6 +279,23 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	}
 	return cfg, nil
 }
+
+// listenAddr checks a listen address: host:port with a port from 0 (any
+// free port) to 65535.
+func listenAddr(addr string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	return host, port, nil
+}
+
+// wildcardHost reports whether a listen host binds every interface.
+func wildcardHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 
 // upstreamTLS builds the TLS settings of wss:// upstream dials: caFile
 // replaces the system roots, certFile and keyFile are a client certificate

@@ -13,6 +13,7 @@ import (
 	"github.com/wsgate/wsgate/bridge"
 	jsclient "github.com/wsgate/wsgate/clients/js"
 	"github.com/wsgate/wsgate/demo"
+	"github.com/wsgate/wsgate/proxy"
 )
 
 // cmdDemo runs wsgate on its embedded default: the demo upstream on a
@@ -74,10 +75,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			site.Close()
 		}
 	}()
-	return runServer(cfg, stderr, func(mux *http.ServeMux, hub *bridge.Hub) error {
+	return runServer(cfg, stderr, func(h *proxy.Handler, hub *bridge.Hub) error {
 		site = demo.NewSite(hub, jsclient.Module)
 		for _, p := range []string{"GET /{$}", "GET /demo/", "POST /demo/", "GET /wsgate-client.js"} {
-			mux.Handle(p, site)
+			if err := h.Handle(p, site); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

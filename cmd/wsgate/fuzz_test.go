@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+	"go.uber.org/zap"
 )
 
 // FuzzConfig feeds YAML through the same path as `wsgate serve --config`:
@@ -43,6 +44,11 @@ func FuzzConfig(f *testing.F) {
 			}
 			if err := cfg.Auth.Validate(); err != nil {
 				t.Fatalf("decodeConfig accepted an auth config that fails Validate: %v", err)
+			}
+			// What validate accepts, serve builds: construction (everything
+			// but binding and dialling) neither panics nor fails.
+			if _, err := newGateway(cfg, zap.NewNop(), nil); err != nil {
+				t.Fatalf("validate accepted a config that serve cannot build: %v", err)
 			}
 			return
 		}

@@ -46,7 +46,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := loadConfig(fs); err != nil {
+	cfg, err := loadConfig(fs)
+	if err == nil {
+		// Everything serve builds, but for binding and dialling.
+		_, err = newGateway(cfg, zap.NewNop(), nil)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -56,7 +61,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 
 // runServer serves until SIGTERM or SIGINT, then drains and returns the
 // exit code. extras adds handlers to the public listener (the demo's).
-func runServer(cfg *config, stderr io.Writer, extras func(*http.ServeMux, *bridge.Hub) error) int {
+func runServer(cfg *config, stderr io.Writer, extras func(*proxy.Handler, *bridge.Hub) error) int {
 	log := newLogger(cfg.LogLevel, stderr)
 	defer log.Sync()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -76,41 +81,70 @@ func newLogger(level zapcore.Level, w io.Writer) *zap.Logger {
 	return zap.New(core)
 }
 
+// gateway is everything serve runs, built but not yet listening or
+// connected. validate builds one too, so a config it accepts starts.
+type gateway struct {
+	verifier *auth.Verifier
+	hub      *bridge.Hub
+	handler  *proxy.Handler
+	shared   *limit.Redis // nil without redis.url
+	public   *http.Server
+	admin    *http.Server
+}
+
+// newGateway builds wsgate from cfg without binding a port or dialling
+// anything. extras adds handlers to the public listener (the demo's).
+func newGateway(cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridge.Hub) error) (*gateway, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw := &gateway{}
+	var err error
+	if gw.verifier, err = auth.New(cfg.Auth, log.Named("auth"), reg); err != nil {
+		return nil, err
+	}
+	if gw.hub, err = bridge.New(cfg.Bridge, log.Named("bridge"), reg); err != nil {
+		return nil, err
+	}
+	if gw.handler, err = proxy.New(cfg.Proxy, gw.verifier, gw.hub, log.Named("proxy"), reg); err != nil {
+		return nil, err
+	}
+	if cfg.Bridge.URL != "" {
+		if gw.shared, err = limit.New(cfg.Bridge.URL, log.Named("limit"), reg); err != nil {
+			return nil, fmt.Errorf("redis.url: %w", err)
+		}
+		gw.handler.ShareLimits(gw.shared)
+	}
+	if extras != nil {
+		if err := extras(gw.handler, gw.hub); err != nil {
+			return nil, err
+		}
+	}
+	httpLog, _ := zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel)
+	gw.public = &http.Server{
+		Handler:           gw.handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          httpLog,
+	}
+	gw.admin = &http.Server{
+		Handler:           adminHandler(gw.verifier, gw.handler, gw.hub, reg, cfg.Proxy.MaxMessageBytes),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          httpLog,
+	}
+	return gw, nil
+}
+
 // serve runs wsgate until ctx ends, then drains: /readyz turns 503 at once,
 // new upgrades get 503, open sockets are closed with 1001 over
 // shutdown_grace, and the listeners close. unsignal restores default signal
 // handling, so a second signal kills the process at once.
-func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, extras func(*http.ServeMux, *bridge.Hub) error) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	verifier, err := auth.New(cfg.Auth, log.Named("auth"), reg)
+func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridge.Hub) error) error {
+	gw, err := newGateway(cfg, log, extras)
 	if err != nil {
 		return err
 	}
-	hub, err := bridge.New(cfg.Bridge, log.Named("bridge"), reg)
-	if err != nil {
-		return err
-	}
-	handler, err := proxy.New(cfg.Proxy, verifier, hub, log.Named("proxy"), reg)
-	if err != nil {
-		return err
-	}
-	var shared *limit.Redis
-	if cfg.Bridge.URL != "" {
-		if shared, err = limit.New(cfg.Bridge.URL, log.Named("limit"), reg); err != nil {
-			return fmt.Errorf("redis.url: %w", err)
-		}
-		handler.ShareLimits(shared)
-	}
-
-	mux := http.NewServeMux()
-	mux.Handle("/", handler)
-	mux.Handle("/auth/verify", handler.VerifyHandler())
-	if extras != nil {
-		if err := extras(mux, hub); err != nil {
-			return err
-		}
-	}
+	verifier, hub, handler, shared, public, admin := gw.verifier, gw.hub, gw.handler, gw.shared, gw.public, gw.admin
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -120,20 +154,6 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 		pubLn.Close()
 		return fmt.Errorf("admin_listen: %w", err)
 	}
-	httpLog, _ := zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel)
-	public := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          httpLog,
-	}
-	admin := &http.Server{
-		Handler:           adminHandler(verifier, handler, hub, reg, cfg.Proxy.MaxMessageBytes),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          httpLog,
-	}
-
 	// Every goroutine below is stopped by runCancel or a server Shutdown and
 	// waited for by wg; errc has room for each, so none blocks on send.
 	runCtx, runCancel := context.WithCancel(context.Background())
