@@ -26,17 +26,36 @@ type Durable struct {
 	Size int
 	// TTL is how long history outlives the last message. Defaults to 10m.
 	TTL time.Duration
+	// MaxMessageBytes is the largest message a durable channel takes: a
+	// bigger one is refused with ErrTooLarge, so one producer cannot fill
+	// Redis with history. Defaults to 256 KiB.
+	MaxMessageBytes int
+	// MaxReplayBytes caps the payload bytes one resume replays; a gap
+	// larger than that is reported as not recovered ("too_large") and the
+	// client refetches. Defaults to 8 MiB.
+	MaxReplayBytes int64
 }
 
 // Defaults for Durable's zero values.
 const (
-	DefaultHistorySize = 1000
-	DefaultHistoryTTL  = 10 * time.Minute
+	DefaultHistorySize            = 1000
+	DefaultHistoryTTL             = 10 * time.Minute
+	DefaultHistoryMaxMessageBytes = 256 << 10
+	DefaultMaxReplayBytes         = 8 << 20
+)
+
+// Replay paging: a resuming client holds at most one page of history
+// (entries and their envelopes) at a time, however long the gap.
+const (
+	replayPageEntries = 64
+	replayPageBytes   = 256 << 10
 )
 
 func (d Durable) withDefaults() Durable {
 	zero.Default(&d.Size, DefaultHistorySize)
 	zero.Default(&d.TTL, DefaultHistoryTTL)
+	zero.Default(&d.MaxMessageBytes, DefaultHistoryMaxMessageBytes)
+	zero.Default(&d.MaxReplayBytes, DefaultMaxReplayBytes)
 	return d
 }
 
@@ -171,8 +190,9 @@ func writeJSONString(b *bytes.Buffer, s string) {
 type Recovery struct {
 	Recovered bool
 	// Reason when not recovered: "too_old" (messages after the position
-	// were trimmed), "epoch_changed" (history was lost or reset) or
-	// "bad_position" (not a position wsgate issued).
+	// were trimmed), "epoch_changed" (history was lost or reset),
+	// "too_large" (the gap holds more than the route's max_replay_bytes)
+	// or "bad_position" (not a position wsgate issued).
 	Reason   string
 	Replayed int
 	// Since is the position the client resumed from (when Recovered).
@@ -193,11 +213,22 @@ type historyEntry struct {
 	payload []byte
 }
 
-// Replay returns the messages of channel after since, in order, and whether
-// that covers everything published since then. Call it after Subscribe on
+// historyInfo describes what a resume would replay.
+type historyInfo struct {
+	epoch      string
+	maxDeleted streamID
+	count      int
+	bytes      int64
+	last       streamID // the newest entry at the time of the call
+}
+
+// Replay checks whether a client can resume channel from since, and
+// returns a cursor over the messages it missed. Call it after Subscribe on
 // the same channel: messages published meanwhile arrive on both paths, and
-// the caller skips live messages not After the last replayed one.
-func (h *Hub) Replay(ctx context.Context, channel, since string) ([]*Message, Recovery, error) {
+// the caller skips live messages not After the last replayed one. The
+// cursor reads history page by page, so a resuming client holds one page of
+// messages at a time, not the whole gap.
+func (h *Hub) Replay(ctx context.Context, channel, since string) (*ReplayCursor, Recovery, error) {
 	d, ok := h.durableFor(channel)
 	if !ok {
 		return nil, Recovery{Reason: "bad_position"}, nil
@@ -210,31 +241,66 @@ func (h *Hub) Replay(ctx context.Context, channel, since string) ([]*Message, Re
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.CommandTimeout)
 	defer cancel()
-	epoch, maxDeleted, entries, err := h.broker.history(ctx, channel, pos.ID, d.Size)
+	info, err := h.broker.historyInfo(ctx, channel, pos.ID)
 	if err != nil {
 		return nil, Recovery{}, fmt.Errorf("replay: %w", err)
 	}
 	var rec Recovery
 	switch {
-	case epoch != pos.Epoch:
+	case info.epoch != pos.Epoch:
 		rec.Reason = "epoch_changed"
-	case pos.ID.less(maxDeleted):
+	case pos.ID.less(info.maxDeleted):
 		rec.Reason = "too_old"
+	case info.bytes > d.MaxReplayBytes:
+		rec.Reason = "too_large"
 	default:
-		rec.Recovered, rec.Since = true, pos
+		rec.Recovered, rec.Since, rec.Replayed = true, pos, info.count
 	}
 	if !rec.Recovered {
 		h.metrics.replays.WithLabelValues(rec.Reason).Inc()
 		return nil, rec, nil
 	}
+	h.metrics.replays.WithLabelValues("recovered").Inc()
+	return &ReplayCursor{hub: h, channel: channel, epoch: info.epoch, after: pos.ID, until: info.last, left: info.count}, rec, nil
+}
+
+// ReplayCursor reads a resume's missed messages in pages. It is used by one
+// goroutine at a time.
+type ReplayCursor struct {
+	hub     *Hub
+	channel string
+	epoch   string
+	after   streamID // the last entry returned
+	until   streamID // the newest entry when the resume began
+	left    int
+}
+
+// Next returns the next page of missed messages, in order, or none when the
+// replay is complete. If history was trimmed under a slow reader, the
+// replay ends early: the live stream then goes on from where it is, and the
+// client sees the jump in positions.
+func (c *ReplayCursor) Next(ctx context.Context) ([]*Message, error) {
+	if c == nil || c.left <= 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.hub.cfg.CommandTimeout)
+	defer cancel()
+	entries, err := c.hub.broker.historyPage(ctx, c.channel, c.after, c.until, min(c.left, replayPageEntries), replayPageBytes)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	if len(entries) == 0 {
+		c.left = 0
+		return nil, nil
+	}
 	msgs := make([]*Message, len(entries))
 	for i, e := range entries {
-		msgs[i] = newMessage(channel, e.payload, Position{Epoch: epoch, ID: e.id}, true)
+		msgs[i] = newMessage(c.channel, e.payload, Position{Epoch: c.epoch, ID: e.id}, true)
 	}
-	rec.Replayed = len(msgs)
-	h.metrics.replays.WithLabelValues("recovered").Inc()
-	h.metrics.replayed.Add(float64(len(msgs)))
-	return msgs, rec, nil
+	c.after = entries[len(entries)-1].id
+	c.left -= len(entries)
+	c.hub.metrics.replayed.Add(float64(len(msgs)))
+	return msgs, nil
 }
 
 // newMessage builds a Message; durable ones carry their client envelope.

@@ -45,6 +45,8 @@ var (
 	ErrClosed = errors.New("bridge: subscription closed")
 	// ErrUnavailable: the broker is not connected.
 	ErrUnavailable = errors.New("bridge: broker unavailable")
+	// ErrTooLarge: a message over its durable channel's MaxMessageBytes.
+	ErrTooLarge = errors.New("bridge: message too large for history")
 )
 
 // Message is one channel message. It is shared by every subscriber of the
@@ -95,9 +97,13 @@ type broker interface {
 	// publishDurable records payload in channel's history and publishes it
 	// marked with its position, atomically.
 	publishDurable(ctx context.Context, channel string, payload []byte, d Durable) error
-	// history returns channel's epoch, the highest trimmed ID, and the
-	// entries after since (at most limit).
-	history(ctx context.Context, channel string, since streamID, limit int) (epoch string, maxDeleted streamID, entries []historyEntry, err error)
+	// historyInfo returns channel's epoch, the highest trimmed ID, and the
+	// count, total payload bytes and last ID of the entries after since.
+	historyInfo(ctx context.Context, channel string, since streamID) (historyInfo, error)
+	// historyPage returns the entries after `after`, up to and including
+	// until, at most maxCount of them and stopping once maxBytes of
+	// payload are reached (at least one entry when any is left).
+	historyPage(ctx context.Context, channel string, after, until streamID, maxCount, maxBytes int) ([]historyEntry, error)
 }
 
 // New builds a Hub. Nothing is dialled until Run. log and reg may be nil.
@@ -181,8 +187,13 @@ func (h *Hub) Publish(ctx context.Context, channel string, payload []byte) error
 	defer cancel()
 	publish := h.broker.publish
 	if d, ok := h.durableFor(channel); ok {
+		d = d.withDefaults()
+		if len(payload) > d.MaxMessageBytes {
+			h.metrics.publishes.WithLabelValues("too_large").Inc()
+			return fmt.Errorf("%w: %d bytes; a durable channel keeps at most %d", ErrTooLarge, len(payload), d.MaxMessageBytes)
+		}
 		publish = func(ctx context.Context, channel string, payload []byte) error {
-			return h.broker.publishDurable(ctx, channel, payload, d.withDefaults())
+			return h.broker.publishDurable(ctx, channel, payload, d)
 		}
 	}
 	if err := publish(ctx, channel, payload); err != nil {
@@ -199,6 +210,12 @@ func (h *Hub) Publish(ctx context.Context, channel string, payload []byte) error
 // Called from the broker's single read loop, so per-channel order holds.
 func (h *Hub) dispatch(channel string, payload []byte) {
 	h.metrics.received.Inc()
+	h.mu.RLock()
+	n := len(h.channels[channel])
+	h.mu.RUnlock()
+	if n == 0 {
+		return // nobody here: build no message (a subscriber added now missed nothing it was owed)
+	}
 	var m *Message
 	if len(h.cfg.Durable) == 0 {
 		m = &Message{Channel: channel, Payload: payload, Binary: !utf8.Valid(payload)}

@@ -29,9 +29,39 @@ type ring struct {
 	expires    time.Time
 }
 
+// run sweeps expired rings until ctx ends, so history memory returns once
+// a channel's TTL has passed (a ring is otherwise only replaced when its
+// channel is published to again).
 func (b *memoryBroker) run(ctx context.Context) error {
-	<-ctx.Done()
-	return nil
+	t := time.NewTicker(b.sweepEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			b.sweep(now)
+		}
+	}
+}
+
+// sweepEvery is a quarter of the shortest durable TTL, within [100ms, 30s].
+func (b *memoryBroker) sweepEvery() time.Duration {
+	every := 30 * time.Second
+	for _, d := range b.hub.cfg.Durable {
+		every = min(every, d.withDefaults().TTL/4)
+	}
+	return max(every, 100*time.Millisecond)
+}
+
+func (b *memoryBroker) sweep(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch, r := range b.rings {
+		if now.After(r.expires) {
+			delete(b.rings, ch)
+		}
+	}
 }
 
 func (b *memoryBroker) ready() bool                        { return true }
@@ -83,20 +113,44 @@ func (b *memoryBroker) ringLocked(channel string, now time.Time) *ring {
 	return r
 }
 
-func (b *memoryBroker) history(_ context.Context, channel string, since streamID, limit int) (string, streamID, []historyEntry, error) {
+func (b *memoryBroker) historyInfo(_ context.Context, channel string, since streamID) (historyInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r := b.rings[channel]
 	if r == nil || time.Now().After(r.expires) {
-		return "", streamID{}, nil, nil
+		return historyInfo{}, nil
 	}
-	var out []historyEntry
+	info := historyInfo{epoch: r.epoch, maxDeleted: r.maxDeleted}
 	for _, e := range r.entries {
-		if since.less(e.id) && len(out) < limit {
-			out = append(out, e)
+		if since.less(e.id) {
+			info.count++
+			info.bytes += int64(len(e.payload))
+			info.last = e.id
 		}
 	}
-	return r.epoch, r.maxDeleted, out, nil
+	return info, nil
+}
+
+func (b *memoryBroker) historyPage(_ context.Context, channel string, after, until streamID, maxCount, maxBytes int) ([]historyEntry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.rings[channel]
+	if r == nil {
+		return nil, nil
+	}
+	var out []historyEntry
+	bytes := 0
+	for _, e := range r.entries {
+		if !after.less(e.id) {
+			continue
+		}
+		if until.less(e.id) || len(out) >= maxCount || bytes >= maxBytes {
+			break
+		}
+		out = append(out, e) // payloads are never written after publish: shared
+		bytes += len(e.payload)
+	}
+	return out, nil
 }
 
 func newEpoch() string {

@@ -249,13 +249,46 @@ redis.call('PUBLISH', ARGV[1], ARGV[6] .. epoch .. ':' .. id .. '\n' .. ARGV[2])
 return id
 `)
 
-// historyScript reads the epoch, the newest trimmed ID and the entries
-// after ARGV[1] in one consistent step.
-var historyScript = rueidis.NewLuaScript(`
+// historyInfoScript reads the epoch, the newest trimmed ID, and the count,
+// payload bytes and last ID of the entries after ARGV[1], in one
+// consistent step. It walks the stream in pages of 100 inside Redis, so
+// nothing but the totals crosses the wire.
+var historyInfoScript = rueidis.NewLuaScript(`
 local epoch = redis.call('GET', KEYS[2])
-if not epoch then return {'', '0-0', {}} end
+if not epoch then return {'', '0-0', 0, 0, '0-0'} end
 local trimmed = redis.call('GET', KEYS[3]) or '0-0'
-return {epoch, trimmed, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+local count, bytes, last = 0, 0, '0-0'
+local cursor = '(' .. ARGV[1]
+while true do
+  local rows = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
+  if #rows == 0 then break end
+  for _, row in ipairs(rows) do
+    count = count + 1
+    bytes = bytes + #row[2][2]
+    last = row[1]
+  end
+  cursor = '(' .. last
+end
+return {epoch, trimmed, count, bytes, last}
+`)
+
+// historyPageScript returns the entries after ARGV[1] up to ARGV[2], at
+// most ARGV[3] of them, stopping once ARGV[4] payload bytes are reached.
+var historyPageScript = rueidis.NewLuaScript(`
+local out, bytes = {}, 0
+local cursor = '(' .. ARGV[1]
+local maxCount, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+while #out < maxCount and bytes < maxBytes do
+  local rows = redis.call('XRANGE', KEYS[1], cursor, ARGV[2], 'COUNT', 16)
+  if #rows == 0 then break end
+  for _, row in ipairs(rows) do
+    out[#out + 1] = row
+    bytes = bytes + #row[2][2]
+    cursor = '(' .. row[1]
+    if #out >= maxCount or bytes >= maxBytes then break end
+  end
+end
+return out
 `)
 
 func (b *redisBroker) publishDurable(ctx context.Context, channel string, payload []byte, d Durable) error {
@@ -266,31 +299,51 @@ func (b *redisBroker) publishDurable(ctx context.Context, channel string, payloa
 	})
 }
 
-func (b *redisBroker) history(ctx context.Context, channel string, since streamID, limit int) (string, streamID, []historyEntry, error) {
-	c := b.client.Load()
-	if c == nil {
-		return "", streamID{}, nil, ErrUnavailable
-	}
+// readHistory runs an idempotent history read, retried when the
+// connection was lost under it (a restarted Redis shows up as EOF on the
+// first command).
+func (b *redisBroker) readHistory(ctx context.Context, script *rueidis.Lua, channel string, args []string) ([]rueidis.RedisMessage, error) {
 	var reply []rueidis.RedisMessage
 	var err error
-	// The read is idempotent, so a connection lost under it (a restarted
-	// Redis shows up as EOF on the first command) is retried.
 	for attempt := 0; attempt < 3; attempt++ {
-		reply, err = historyScript.Exec(ctx, *c, historyKeys(channel), []string{since.String(), strconv.Itoa(limit)}).ToArray()
+		c := b.client.Load()
+		if c == nil {
+			return nil, ErrUnavailable
+		}
+		reply, err = script.Exec(ctx, *c, historyKeys(channel), args).ToArray()
 		if _, isRedisErr := rueidis.IsRedisErr(err); err == nil || isRedisErr || ctx.Err() != nil {
 			break
 		}
 	}
+	return reply, err
+}
+
+func (b *redisBroker) historyInfo(ctx context.Context, channel string, since streamID) (historyInfo, error) {
+	reply, err := b.readHistory(ctx, historyInfoScript, channel, []string{since.String()})
 	if err != nil {
-		return "", streamID{}, nil, err
+		return historyInfo{}, err
 	}
-	if len(reply) != 3 {
-		return "", streamID{}, nil, errors.New("history: unexpected reply")
+	if len(reply) != 5 {
+		return historyInfo{}, errors.New("history: unexpected reply")
 	}
-	epoch, _ := reply[0].ToString()
+	var info historyInfo
+	info.epoch, _ = reply[0].ToString()
 	md, _ := reply[1].ToString()
-	maxDeleted, _ := parseStreamID(md)
-	rows, _ := reply[2].ToArray()
+	info.maxDeleted, _ = parseStreamID(md)
+	count, _ := reply[2].AsInt64()
+	info.count = int(count)
+	info.bytes, _ = reply[3].AsInt64()
+	last, _ := reply[4].ToString()
+	info.last, _ = parseStreamID(last)
+	return info, nil
+}
+
+func (b *redisBroker) historyPage(ctx context.Context, channel string, after, until streamID, maxCount, maxBytes int) ([]historyEntry, error) {
+	rows, err := b.readHistory(ctx, historyPageScript, channel,
+		[]string{after.String(), until.String(), strconv.Itoa(maxCount), strconv.Itoa(maxBytes)})
+	if err != nil {
+		return nil, err
+	}
 	entries := make([]historyEntry, 0, len(rows))
 	for _, row := range rows {
 		parts, err := row.ToArray()
@@ -306,5 +359,5 @@ func (b *redisBroker) history(ctx context.Context, channel string, since streamI
 		v, _ := fields[1].ToString()
 		entries = append(entries, historyEntry{id: id, payload: []byte(v)})
 	}
-	return epoch, maxDeleted, entries, nil
+	return entries, nil
 }

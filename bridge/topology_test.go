@@ -107,8 +107,11 @@ func TestHubThroughCluster(t *testing.T) {
 	if m.Pos.Epoch == "" || string(m.Payload) != `{"i":1}` {
 		t.Fatalf("durable message %+v", m)
 	}
-	msgs, rec, err := h.Replay(ctx, "ai:durable:s1", m.Pos.Epoch+":0-0")
-	if err != nil || !rec.Recovered || len(msgs) != 1 {
-		t.Errorf("replay on a cluster: %v %+v %d", err, rec, len(msgs))
+	cur, rec, err := h.Replay(ctx, "ai:durable:s1", m.Pos.Epoch+":0-0")
+	if err != nil || !rec.Recovered || rec.Replayed != 1 {
+		t.Fatalf("replay on a cluster: %v %+v", err, rec)
+	}
+	if msgs := drain(t, cur); len(msgs) != 1 || string(msgs[0].Payload) != `{"i":1}` {
+		t.Errorf("replayed on a cluster: %v", msgs)
 	}
 }

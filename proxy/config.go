@@ -79,6 +79,13 @@ type History struct {
 	Size int
 	// TTL is how long history outlives the last message. Defaults to 10m.
 	TTL time.Duration
+	// MaxMessageBytes is the largest message the channel keeps; a bigger
+	// one is refused (POST /publish 413; a client on a publish route is
+	// closed with 1009). Defaults to 256 KiB.
+	MaxMessageBytes int
+	// MaxReplayBytes caps what one resume replays; a larger gap is
+	// reported as {"recovered":false,"reason":"too_large"}. Defaults to 8 MiB.
+	MaxReplayBytes int64
 }
 
 // SinceParam is the query parameter a resuming client passes its last
@@ -99,7 +106,8 @@ func (c Config) Durable() []bridge.Durable {
 			continue
 		}
 		pattern := t.expand(func(string) string { return "*" })
-		out = append(out, bridge.Durable{Pattern: pattern, Size: r.History.Size, TTL: r.History.TTL})
+		out = append(out, bridge.Durable{Pattern: pattern, Size: r.History.Size, TTL: r.History.TTL,
+			MaxMessageBytes: r.History.MaxMessageBytes, MaxReplayBytes: r.History.MaxReplayBytes})
 	}
 	return out
 }
@@ -227,6 +235,14 @@ func (r Route) validate(mux *http.ServeMux) []*FieldError {
 		}
 		if h.TTL < 0 {
 			bad("history.ttl", "must not be negative")
+		} else if h.TTL > 0 && h.TTL < time.Second {
+			bad("history.ttl", "%s is too short (at least 1s)", h.TTL)
+		}
+		if h.MaxMessageBytes < 0 {
+			bad("history.max_message_bytes", "must not be negative")
+		}
+		if h.MaxReplayBytes < 0 {
+			bad("history.max_replay_bytes", "must not be negative")
 		}
 	}
 	for p, claim := range r.Require {

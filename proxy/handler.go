@@ -41,6 +41,8 @@ type Handler struct {
 	trusted  []*net.IPNet
 	ipRate   *keyedBuckets
 	userRate *keyedBuckets
+	failRate *keyedBuckets // failed /auth/verify checks per client address
+	pubRate  *byteBudget   // publish bytes per (tenant, user)
 	conns    counters
 	dials    chan struct{} // semaphore: MaxConcurrentDials; nil when unlimited
 	shared   SharedLimits  // nil: limits are per process
@@ -77,6 +79,8 @@ func New(cfg Config, v *auth.Verifier, hub *bridge.Hub, log *zap.Logger, reg pro
 		trusted:  parseCIDRs(cfg.Limits.TrustedProxies),
 		ipRate:   newKeyedBuckets(cfg.Limits.HandshakesPerSecondPerIP),
 		userRate: newKeyedBuckets(cfg.Limits.HandshakesPerSecondPerUser),
+		failRate: newKeyedBuckets(cfg.Limits.FailedVerificationsPerSecondPerIP),
+		pubRate:  newByteBudget(cfg.Limits.PublishBytesPerSecond, cfg.MaxMessageBytes),
 		sessions: make(map[*session]struct{}),
 		ended:    make(traffic),
 	}
@@ -155,7 +159,7 @@ type handshake struct {
 
 	// Durable routes only: what a resuming client missed.
 	recovery *bridge.Recovery
-	replay   []*bridge.Message
+	replay   *bridge.ReplayCursor
 }
 
 // release undoes a handshake whose client was never accepted.
@@ -315,8 +319,15 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 	if err != nil {
 		return nil, err
 	}
-	if !h.userRate.allow(id.User, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+id.User, lim.HandshakesPerSecondPerUser) {
+	user := userKey(id.Tenant, id.User)
+	if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
 		return nil, fmt.Errorf("%w (user)", ErrRateLimited)
+	}
+	if rt.cfg.History != nil && r.URL.Query().Has(SinceParam) {
+		// A resume reads history: it costs a second handshake token.
+		if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
+			return nil, fmt.Errorf("%w (user resumes)", ErrRateLimited)
+		}
 	}
 	hs := &handshake{reqID: requestID(r), id: id}
 	for param, claim := range rt.cfg.Require {
@@ -334,7 +345,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 		}
 	}()
 	if h.shared != nil {
-		keys := []string{"user:" + id.User, "tenant:" + id.Tenant}
+		keys := []string{"user:" + user, "tenant:" + id.Tenant}
 		caps := []int{lim.MaxConnectionsPerUser, lim.MaxConnectionsPerTenant}
 		if id.Tenant == "" {
 			caps[1] = 0

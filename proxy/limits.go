@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,16 @@ type Limits struct {
 	// HandshakeTimeout bounds a whole handshake: verification (including
 	// a JWKS refetch), subscription and the upstream dial. Defaults to 15s.
 	HandshakeTimeout time.Duration
+	// FailedVerificationsPerSecondPerIP limits failed GET /auth/verify
+	// checks per client address (429 beyond), with a burst of twice the
+	// rate, so the endpoint is no free oracle for guessing tokens. Only
+	// failures spend it. Defaults to 5.
+	FailedVerificationsPerSecondPerIP float64
+	// PublishBytesPerSecond limits what one (tenant, user) publishes on
+	// publish routes, over all their connections, in bytes per second,
+	// with a burst of twice that (at least max_message_bytes); beyond it
+	// the connection is closed with 1008. Defaults to 256 KiB.
+	PublishBytesPerSecond float64
 	// TrustedProxies are CIDRs whose X-Forwarded-For is believed when
 	// deriving the client IP for HandshakesPerSecondPerIP. Defaults to
 	// loopback and private ranges (a gateway in the cluster network).
@@ -57,6 +68,8 @@ const (
 	DefaultMessagesPerSecond       = 100
 	DefaultMaxConcurrentDials      = 512
 	DefaultHandshakeTimeout        = 15 * time.Second
+	DefaultFailedVerifications     = 5
+	DefaultPublishBytesPerSecond   = 256 << 10
 )
 
 // DefaultTrustedProxies are the ranges a cluster-internal gateway uses.
@@ -71,6 +84,8 @@ func (l Limits) withDefaults() Limits {
 	zero.Default(&l.HandshakesPerSecondPerUser, DefaultHandshakesPerUser)
 	zero.Default(&l.MessagesPerSecond, DefaultMessagesPerSecond)
 	zero.Default(&l.HandshakeTimeout, DefaultHandshakeTimeout)
+	zero.Default(&l.FailedVerificationsPerSecondPerIP, DefaultFailedVerifications)
+	zero.Default(&l.PublishBytesPerSecond, DefaultPublishBytesPerSecond)
 	if l.TrustedProxies == nil {
 		l.TrustedProxies = DefaultTrustedProxies
 	}
@@ -82,12 +97,13 @@ func (l Limits) validate(bad func(key, format string, args ...any)) {
 		"limits.max_connections": float64(l.MaxConnections), "limits.max_connections_per_user": float64(l.MaxConnectionsPerUser),
 		"limits.max_connections_per_tenant": float64(l.MaxConnectionsPerTenant), "limits.max_concurrent_dials": float64(l.MaxConcurrentDials),
 		"limits.handshakes_per_second_per_ip": l.HandshakesPerSecondPerIP, "limits.handshakes_per_second_per_user": l.HandshakesPerSecondPerUser,
-		"limits.messages_per_second": l.MessagesPerSecond,
+		"limits.messages_per_second": l.MessagesPerSecond, "limits.failed_verifications_per_second_per_ip": l.FailedVerificationsPerSecondPerIP,
+		"limits.publish_bytes_per_second": l.PublishBytesPerSecond,
 	} {
 		if v < 0 && v != -1 {
 			bad(key, "must be positive, or -1 to disable")
 		}
-		if strings.HasPrefix(key, "limits.handshakes") || key == "limits.messages_per_second" {
+		if !strings.HasPrefix(key, "limits.max_") { // a rate
 			if v > 0 && v < 0.5 {
 				bad(key, "must be at least 0.5 (the burst is twice the rate and must hold one token)")
 			}
@@ -129,6 +145,15 @@ type bucket struct {
 
 // take reports whether one token was available at now.
 func (b *bucket) take(now time.Time, rate float64) bool {
+	b.refill(now, rate)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (b *bucket) refill(now time.Time, rate float64) {
 	burst := 2 * rate
 	if b.last.IsZero() {
 		b.tokens = burst
@@ -136,11 +161,6 @@ func (b *bucket) take(now time.Time, rate float64) bool {
 		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
 	}
 	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
 
 // keyedBuckets rate-limits per key. Idle keys are swept lazily.
@@ -161,6 +181,23 @@ func (k *keyedBuckets) allow(key string, now time.Time) bool {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	return k.bucketLocked(key, now).take(now, k.rate)
+}
+
+// exhausted reports whether key's bucket is empty, without taking from it:
+// for budgets that only failures spend.
+func (k *keyedBuckets) exhausted(key string, now time.Time) bool {
+	if k.rate < 0 {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b := k.bucketLocked(key, now)
+	b.refill(now, k.rate)
+	return b.tokens < 1
+}
+
+func (k *keyedBuckets) bucketLocked(key string, now time.Time) *bucket {
 	if len(k.m) > 4096 && now.Sub(k.swept) > 10*time.Second {
 		// A bucket idle long enough to be full again carries no state.
 		full := time.Duration(2 * float64(time.Second))
@@ -176,15 +213,22 @@ func (k *keyedBuckets) allow(key string, now time.Time) bool {
 		b = &bucket{}
 		k.m[key] = b
 	}
-	return b.take(now, k.rate)
+	return b
 }
 
 // counters tracks open connections per user and tenant and in total.
 type counters struct {
 	total     atomic.Int64
 	mu        sync.Mutex
-	perUser   map[string]int // guarded by mu
+	perUser   map[string]int // guarded by mu; keyed by userKey
 	perTenant map[string]int // guarded by mu
+}
+
+// userKey names a user within its tenant: alice of acme and alice of
+// globex are two users, with their own caps and handshake rates. The
+// length prefix keeps any two (tenant, user) pairs apart.
+func userKey(tenant, user string) string {
+	return strconv.Itoa(len(tenant)) + ":" + tenant + ":" + user
 }
 
 // acquire reserves a connection slot; release must follow if it succeeds.
@@ -193,6 +237,7 @@ func (c *counters) acquire(l *Limits, user, tenant string) error {
 		c.total.Add(-1)
 		return ErrCapacity
 	}
+	user = userKey(tenant, user)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if l.MaxConnectionsPerUser > 0 && c.perUser[user] >= l.MaxConnectionsPerUser ||
@@ -208,6 +253,7 @@ func (c *counters) acquire(l *Limits, user, tenant string) error {
 }
 
 func (c *counters) release(user, tenant string) {
+	user = userKey(tenant, user)
 	c.total.Add(-1)
 	c.mu.Lock()
 	defer c.mu.Unlock()

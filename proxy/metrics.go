@@ -5,6 +5,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsgate/wsgate/internal/closecode"
 )
 
 // metrics are labelled by route pattern, never by user, tenant or token.
@@ -14,6 +16,7 @@ type metrics struct {
 	handshakeSeconds *prometheus.HistogramVec
 	dialSeconds      *prometheus.HistogramVec
 	closes           *prometheus.CounterVec
+	forwardAuth      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,14 +37,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsgate_closes_total", Help: "Closed connections by route, close code sent to the client, and the side that caused it.",
 		}, []string{"route", "code", "side"}),
+		forwardAuth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_forward_auth_total", Help: "GET /auth/verify answers by result (ok, unauthorized, rate_limited, bad_method, unavailable).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.active, m.handshakes, m.handshakeSeconds, m.dialSeconds, m.closes)
+		reg.MustRegister(m.active, m.handshakes, m.handshakeSeconds, m.dialSeconds, m.closes, m.forwardAuth)
 	}
 	return m
 }
 
-func codeLabel(c websocket.StatusCode) string { return strconv.Itoa(int(c)) }
+// codeLabel bounds the close-code label: a code in the close-code table is
+// its number, anything else (a client's or an upstream's own code) is
+// "other", so a peer cannot mint series by choosing codes.
+func codeLabel(c websocket.StatusCode) string {
+	if _, ok := closecode.Lookup(c); ok {
+		return strconv.Itoa(int(c))
+	}
+	return "other"
+}
 
 // trafficCollector reports wsgate_messages_total and
 // wsgate_message_bytes_total by summing, at scrape time, the counters of

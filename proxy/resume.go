@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/closecode"
 	"github.com/wsgate/wsgate/internal/query"
 )
 
@@ -25,20 +26,38 @@ func (h *Handler) resume(ctx context.Context, r *http.Request, hs *handshake, ch
 	return nil
 }
 
-// sendReplay writes the recovery control message and the replayed messages,
-// and returns the last position delivered.
-func (s *session) sendReplay(rec *bridge.Recovery, msgs []*bridge.Message) (bridge.Position, error) {
+// sendReplay writes the recovery control message and the replayed
+// messages, a page at a time: the next page is read from history only once
+// the client has taken the last, so a resuming client that does not read
+// holds one page, not its whole gap. It returns the last position
+// delivered.
+func (s *session) sendReplay(rec *bridge.Recovery, cur *bridge.ReplayCursor) (bridge.Position, error) {
 	last := rec.Since // the client has everything up to here already
 	batch := append(make([]delivery, 0, maxBatch), delivery{payload: rec.Control()})
-	for _, m := range msgs {
-		if len(batch) == maxBatch {
+	for {
+		msgs, err := cur.Next(s.ctx)
+		if err != nil {
+			s.shutdown(sideWsgate, closecode.SubscriptionGap, closecode.GoingAway, "subscription interrupted")
+			return last, err
+		}
+		for _, m := range msgs {
+			if len(batch) == maxBatch {
+				if err := s.deliver(batch); err != nil {
+					return last, err
+				}
+				batch = batch[:0]
+			}
+			batch = append(batch, delivery{payload: m.Envelope})
+			last = m.Pos
+		}
+		if len(batch) > 0 {
 			if err := s.deliver(batch); err != nil {
 				return last, err
 			}
 			batch = batch[:0]
 		}
-		batch = append(batch, delivery{payload: m.Envelope})
-		last = m.Pos
+		if len(msgs) == 0 {
+			return last, nil
+		}
 	}
-	return last, s.deliver(batch)
 }

@@ -56,7 +56,7 @@ type session struct {
 	sub         *bridge.Subscription // nil without subscriptions
 	recovery    *bridge.Recovery     // non-nil when a durable client resumes
 	unshare     func()               // releases fleet-wide limit slots; may be nil
-	replay      []*bridge.Message
+	replay      *bridge.ReplayCursor
 	publish     string // channel for client messages, or ""
 	id          *auth.Identity
 	reqID       string
@@ -370,8 +370,13 @@ func (s *session) publishMessage(typ websocket.MessageType, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if !s.h.pubRate.spend(userKey(s.id.Tenant, s.id.User), len(b), time.Now()) {
+		s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "publish byte rate exceeded")
+		return errPublishRate
+	}
 	if err := s.h.hub.Publish(s.ctx, s.publish, b); err != nil {
-		s.shutdown(sideWsgate, closecode.TryAgainLater, closecode.GoingAway, "publish failed")
+		code, reason := publishClose(err)
+		s.shutdown(sideWsgate, code, closecode.GoingAway, reason)
 		return err
 	}
 	s.count(clientToChannel, len(b))

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,8 +17,10 @@ import (
 )
 
 // adminHandler serves the admin listener: health, readiness, metrics and
-// the publish API. It must not be exposed publicly: /publish has no auth.
-func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prometheus.Registry, maxBytes int64) http.Handler {
+// the publish API. With publishToken set, POST /publish requires it as a
+// bearer token; without it, /publish is open to anyone who reaches the
+// listener, which must then stay inside the pod or cluster.
+func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prometheus.Registry, maxBytes int64, publishToken string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -33,14 +37,23 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
+		if publishToken != "" && !bearerMatches(r, publishToken) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wsgate-admin"`)
+			http.Error(w, "publish requires the admin bearer token", http.StatusUnauthorized)
+			return
+		}
 		channel, payload, err := readPublish(r, maxBytes)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		if err := hub.Publish(r.Context(), channel, payload); err != nil {
-			// Every failure is retryable for the producer: Redis is down, or
-			// the publish failed after the bridge's own retry (logged there).
+			if errors.Is(err, bridge.ErrTooLarge) {
+				http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+				return
+			}
+			// Any other failure is retryable for the producer: Redis is down,
+			// or the publish failed after the bridge's own retry (logged).
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -72,4 +85,14 @@ func readPublish(r *http.Request, maxBytes int64) (string, []byte, error) {
 		return "", nil, errors.New("channel and data are required")
 	}
 	return req.Channel, req.Data, nil
+}
+
+// bearerMatches compares the request's bearer token with want in constant
+// time.
+func bearerMatches(r *http.Request, want string) bool {
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(want)) == 1
 }

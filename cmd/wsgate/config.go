@@ -71,7 +71,13 @@ type fileConfig struct {
 		TrustedProxies             []string      `mapstructure:"trusted_proxies"`
 		ReadHeaderTimeout          time.Duration `mapstructure:"read_header_timeout"`
 		MaxHeaderBytes             int           `mapstructure:"max_header_bytes"`
+		IdleTimeout                time.Duration `mapstructure:"idle_timeout"`
+		FailedVerificationsPerIP   float64       `mapstructure:"failed_verifications_per_second_per_ip"`
+		PublishBytesPerSecond      float64       `mapstructure:"publish_bytes_per_second"`
 	} `mapstructure:"limits"`
+	Admin struct {
+		PublishToken string `mapstructure:"publish_token"`
+	} `mapstructure:"admin"`
 	Redis struct {
 		URL string `mapstructure:"url"`
 	} `mapstructure:"redis"`
@@ -82,8 +88,10 @@ type fileConfig struct {
 		Publish   string            `mapstructure:"publish"`
 		Require   map[string]string `mapstructure:"require"`
 		History   *struct {
-			Size int           `mapstructure:"size"`
-			TTL  time.Duration `mapstructure:"ttl"`
+			Size            int           `mapstructure:"size"`
+			TTL             time.Duration `mapstructure:"ttl"`
+			MaxMessageBytes int           `mapstructure:"max_message_bytes"`
+			MaxReplayBytes  int64         `mapstructure:"max_replay_bytes"`
 		} `mapstructure:"history"`
 	} `mapstructure:"routes"`
 }
@@ -122,24 +130,30 @@ var defaults = map[string]any{
 	"auth.cache_size":          auth.DefaultCacheSize,
 	"redis.url":                "",
 
-	"limits.max_connections":                proxy.DefaultMaxConnections,
-	"limits.max_connections_per_user":       proxy.DefaultMaxConnectionsPerUser,
-	"limits.max_connections_per_tenant":     proxy.DefaultMaxConnectionsPerTenant,
-	"limits.handshakes_per_second_per_ip":   proxy.DefaultHandshakesPerIP,
-	"limits.handshakes_per_second_per_user": proxy.DefaultHandshakesPerUser,
-	"limits.messages_per_second":            proxy.DefaultMessagesPerSecond,
-	"limits.max_concurrent_dials":           proxy.DefaultMaxConcurrentDials,
-	"limits.handshake_timeout":              "15s",
-	"limits.trusted_proxies":                proxy.DefaultTrustedProxies,
-	"limits.read_header_timeout":            "5s",
-	"limits.max_header_bytes":               16384,
+	"limits.max_connections":                        proxy.DefaultMaxConnections,
+	"limits.max_connections_per_user":               proxy.DefaultMaxConnectionsPerUser,
+	"limits.max_connections_per_tenant":             proxy.DefaultMaxConnectionsPerTenant,
+	"limits.handshakes_per_second_per_ip":           proxy.DefaultHandshakesPerIP,
+	"limits.handshakes_per_second_per_user":         proxy.DefaultHandshakesPerUser,
+	"limits.messages_per_second":                    proxy.DefaultMessagesPerSecond,
+	"limits.max_concurrent_dials":                   proxy.DefaultMaxConcurrentDials,
+	"limits.handshake_timeout":                      "15s",
+	"limits.trusted_proxies":                        proxy.DefaultTrustedProxies,
+	"limits.read_header_timeout":                    "5s",
+	"limits.max_header_bytes":                       16384,
+	"limits.idle_timeout":                           "10s",
+	"limits.failed_verifications_per_second_per_ip": proxy.DefaultFailedVerifications,
+	"limits.publish_bytes_per_second":               proxy.DefaultPublishBytesPerSecond,
+	"admin.publish_token":                           "",
 }
 
 // config is the loaded configuration, split into the packages' Configs.
 type config struct {
 	Listen, AdminListen string
 	ReadHeaderTimeout   time.Duration
+	IdleTimeout         time.Duration // plain HTTP keep-alive on the public listener
 	MaxHeaderBytes      int
+	PublishToken        string // admin POST /publish bearer secret; empty: none
 	LogLevel            zapcore.Level
 	Auth                auth.Config
 	Proxy               proxy.Config
@@ -203,7 +217,18 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	}
 
 	lim := fc.Limits
-	cfg := &config{Listen: fc.Listen, AdminListen: fc.AdminListen, ReadHeaderTimeout: lim.ReadHeaderTimeout, MaxHeaderBytes: lim.MaxHeaderBytes}
+	cfg := &config{Listen: fc.Listen, AdminListen: fc.AdminListen, ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes}
+	if lim.IdleTimeout < proxy.MinDuration {
+		errs = append(errs, fmt.Errorf("limits.idle_timeout: must be at least %s", proxy.MinDuration))
+	}
+	if tok, err := readSecretFile(fc.Admin.PublishToken); err != nil {
+		errs = append(errs, fmt.Errorf("admin.publish_token: cannot read the file it names: %v", err))
+	} else if tok != "" && len(tok) < 16 {
+		errs = append(errs, fmt.Errorf("admin.publish_token: is %d bytes; at least 16 are required", len(tok)))
+	} else {
+		cfg.PublishToken = tok
+	}
 	if lim.ReadHeaderTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("limits.read_header_timeout: must be positive"))
 	}
@@ -255,6 +280,7 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 			MaxConnectionsPerTenant: lim.MaxConnectionsPerTenant, HandshakesPerSecondPerIP: lim.HandshakesPerSecondPerIP,
 			HandshakesPerSecondPerUser: lim.HandshakesPerSecondPerUser, MessagesPerSecond: lim.MessagesPerSecond,
 			MaxConcurrentDials: lim.MaxConcurrentDials, HandshakeTimeout: lim.HandshakeTimeout, TrustedProxies: lim.TrustedProxies,
+			FailedVerificationsPerSecondPerIP: lim.FailedVerificationsPerIP, PublishBytesPerSecond: lim.PublishBytesPerSecond,
 		},
 	}
 	var tlsErrs []error
@@ -263,7 +289,8 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	for _, r := range fc.Routes {
 		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require}
 		if r.History != nil {
-			route.History = &proxy.History{Size: r.History.Size, TTL: r.History.TTL}
+			route.History = &proxy.History{Size: r.History.Size, TTL: r.History.TTL,
+				MaxMessageBytes: r.History.MaxMessageBytes, MaxReplayBytes: r.History.MaxReplayBytes}
 		}
 		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
 	}
@@ -380,6 +407,9 @@ func decodeError(err error) error {
 		if strings.Contains(line, "hmac_secret") {
 			line = "auth.hmac_secret: must be a string"
 		}
+		if strings.Contains(line, "publish_token") {
+			line = "admin.publish_token: must be a string"
+		}
 		out = append(out, line)
 	}
 	return errors.New(strings.Join(out, "; "))
@@ -417,7 +447,7 @@ func unknownKeys(v *viper.Viper) []string {
 				}
 				if h, ok := v.(map[string]any); ok && strings.EqualFold(k, "history") {
 					for hk := range h {
-						if hk != "size" && hk != "ttl" {
+						if hk != "size" && hk != "ttl" && hk != "max_message_bytes" && hk != "max_replay_bytes" {
 							unknown = append(unknown, fmt.Sprintf("routes[%d].history.%s", i, hk))
 						}
 					}
@@ -429,7 +459,8 @@ func unknownKeys(v *viper.Viper) []string {
 	return unknown
 }
 
-// readSecretFile supports auth.hmac_secret given as "file:/path".
+// readSecretFile supports auth.hmac_secret and admin.publish_token given as
+// "file:/path".
 func readSecretFile(s string) (string, error) {
 	path, ok := strings.CutPrefix(s, "file:")
 	if !ok {

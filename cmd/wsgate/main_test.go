@@ -552,9 +552,16 @@ func TestReadmeConfigValidates(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("no yaml block in the configuration reference")
 	}
-	for _, key := range []string{"listen:", "admin_listen:", "shutdown_grace:", "allowed_origins:", "max_message_bytes:", "heartbeat:",
-		"hmac_secret:", "public_keys:", "jwks_url:", "issuer:", "audience:", "leeway:", "query_param:", "user_claim:", "tenant_claim:",
-		"subprotocol_prefix:", "redis:", "routes:", "limits:", "history:"} {
+	// Every key wsgate knows is documented there.
+	keys := []string{"routes:", "history:", "max_message_bytes", "max_replay_bytes"}
+	for k := range defaults {
+		parts := strings.Split(k, ".")
+		keys = append(keys, parts[len(parts)-1]+":")
+		for _, section := range parts[:len(parts)-1] {
+			keys = append(keys, section+":")
+		}
+	}
+	for _, key := range keys {
 		if !strings.Contains(block, key) {
 			t.Errorf("the configuration reference lacks %s", key)
 		}

@@ -81,6 +81,15 @@ func newLogger(level zapcore.Level, w io.Writer) *zap.Logger {
 	return zap.New(core)
 }
 
+// Admin listener timeouts: a request's headers, its whole body (a publish
+// of up to max_message_bytes), the answer, and an idle keep-alive.
+const (
+	AdminReadHeaderTimeout = 5 * time.Second
+	AdminReadTimeout       = 10 * time.Second
+	AdminWriteTimeout      = 30 * time.Second
+	AdminIdleTimeout       = 30 * time.Second
+)
+
 // gateway is everything serve runs, built but not yet listening or
 // connected. validate builds one too, so a config it accepts starts.
 type gateway struct {
@@ -124,12 +133,18 @@ func newGateway(cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridg
 		Handler:           gw.handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          httpLog,
 	}
+	// The admin listener is for probes, scrapes and producers inside the
+	// pod or cluster: every phase of a request is bounded.
 	gw.admin = &http.Server{
-		Handler:           adminHandler(gw.verifier, gw.handler, gw.hub, reg, cfg.Proxy.MaxMessageBytes),
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler:           adminHandler(gw.verifier, gw.handler, gw.hub, reg, cfg.Proxy.MaxMessageBytes, cfg.PublishToken),
+		ReadHeaderTimeout: AdminReadHeaderTimeout,
+		ReadTimeout:       AdminReadTimeout,
+		WriteTimeout:      AdminWriteTimeout,
+		IdleTimeout:       AdminIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          httpLog,
 	}
 	return gw, nil
