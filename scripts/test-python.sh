@@ -6,6 +6,7 @@
 # upstream. Safe on a fresh machine and idempotent: it installs the Debian
 # packages it needs when missing (no PyPI), and builds wsgate into a
 # temporary directory (set WSGATE_BIN to test a binary you built yourself).
+# --deps-only installs and stops (test-js.sh uses it for its FastAPI page).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+if [ "${1:-}" = "--deps-only" ]; then exit 0; fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

@@ -1,0 +1,49 @@
+// The React test page: useWsgate on wsgate's chat route (the example
+// FastAPI service as upstream) and on the durable AI stream route, where
+// the service publishes the answer through the Python Publisher.
+
+import { StrictMode, useEffect } from 'react';
+import { createRoot } from 'react-dom/client';
+
+import { useWsgate } from '@wsgate/client/react';
+
+const params = new URLSearchParams(location.search);
+const gate = params.get('gate'); // ws://host:port of wsgate
+const session = params.get('session');
+window.recoveries = [];
+
+function App() {
+  const chat = useWsgate(`${gate}/ws/chat`, { token: () => window.getToken('') });
+  const stream = useWsgate(session ? `${gate}/ws/ai/stream/${session}` : null, {
+    token: () => window.getToken(session),
+    resume: true,
+    keep: 1000,
+    on: { recovery: (ev) => window.recoveries.push(ev) },
+  });
+  useEffect(() => {
+    window.ask = (text) => chat.sendJSON('ask', { session, text });
+  }, [chat.sendJSON]);
+
+  const hello = chat.messages.find((m) => m.json?.type === 'hello')?.json.data;
+  const tokens = stream.messages.filter((m) => m.json?.type === 'token').map((m) => m.json.data);
+  const complete = stream.messages.find((m) => m.json?.type === 'complete')?.json.data;
+  return (
+    <main>
+      <h1>wsgate + FastAPI</h1>
+      <p>
+        chat <span id="chat-state">{chat.state}</span>, stream <span id="stream-state">{stream.state}</span>
+      </p>
+      <p id="hello">{hello ? `${hello.user}@${hello.tenant}` : ''}</p>
+      <p id="answer">{tokens.map((t) => t.token).join(' ')}</p>
+      <p id="indexes">{tokens.map((t) => t.index).join(',')}</p>
+      <pre id="complete">{complete ? JSON.stringify(complete) : ''}</pre>
+      <p id="accepted">{chat.messages.filter((m) => m.json?.type === 'accepted').length}</p>
+    </main>
+  );
+}
+
+createRoot(document.getElementById('root')).render(
+  <StrictMode>
+    <App />
+  </StrictMode>,
+);
