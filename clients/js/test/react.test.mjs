@@ -83,6 +83,7 @@ describe('useWsgate in Chromium against wsgate and the FastAPI example', { skip,
     await browser?.close();
     await relay?.close();
     await stack?.stop();
+    pageServer?.closeAllConnections();
     await new Promise((resolve) => (pageServer ? pageServer.close(resolve) : resolve()));
   });
 
@@ -136,5 +137,29 @@ describe('useWsgate in Chromium against wsgate and the FastAPI example', { skip,
     });
     assert.equal(await page.textContent('#accepted'), '1');
     assert.deepEqual(pageErrors, []);
+  });
+
+  test('a new url replaces the connection and a null url closes it: no socket or subscription is left behind', async (t) => {
+    const [a, b] = ['switch-a', 'switch-b'].map((s) => `${s}-${randomBytes(3).toString('hex')}`);
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    await page.exposeFunction('getToken', (sid) => stack.mint({ sid: sid || undefined }));
+    await page.goto(`${origin}/?gate=ws://127.0.0.1:${stack.port}&session=${a}`);
+    const streamState = (want) =>
+      page.waitForFunction((w) => document.querySelector('#stream-state')?.textContent === w, want, { timeout: 15_000 });
+    const subscribers = async (session) =>
+      Number((await stack.redis('pubsub', 'numsub', `ai:stream:${session}`)).split('\n')[1]);
+    await streamState('open');
+    assert.equal(await subscribers(a), 1);
+
+    await page.evaluate((s) => window.setSession(s), b);
+    await waitUntil(async () => (await subscribers(b)) === 1 && (await subscribers(a)) === 0, {
+      what: 'the subscription to move from the old session to the new one',
+    });
+    await streamState('open');
+
+    await page.evaluate(() => window.setSession(null));
+    await streamState('idle');
+    await waitUntil(async () => (await subscribers(b)) === 0, { what: 'the last subscription to end' });
   });
 });

@@ -123,12 +123,17 @@ export async function startStack({ allowedOrigins = [], tokenDelay = '0.03' } = 
     return {
       port,
       adminPort,
+      redisPort,
       servicePort,
       /** mint runs `wsgate token` with the stack's secret. */
       async mint({ sub = 'alice', tenant = 'acme', sid, ttl = '5m' } = {}) {
         const args = ['token', '--secret', secret, '--sub', sub, '--tenant', tenant, '--ttl', ttl];
         if (sid) args.push('--claim', `sid=${sid}`);
         return (await run(wsgateBin, args)).stdout.trim();
+      },
+      /** redis runs redis-cli against the stack's Redis and returns its output. */
+      async redis(...args) {
+        return (await run('redis-cli', ['-p', String(redisPort), ...args])).stdout.trim();
       },
       logs: () => parts.map((p) => p.logs.join('')).join('\n'),
       stop,

@@ -2,17 +2,18 @@
 // FastAPI service as upstream) and on the durable AI stream route, where
 // the service publishes the answer through the Python Publisher.
 
-import { StrictMode, useEffect } from 'react';
+import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 
 import { useWsgate } from '@wsgate/client/react';
 
 const params = new URLSearchParams(location.search);
 const gate = params.get('gate'); // ws://host:port of wsgate
-const session = params.get('session');
 window.recoveries = [];
 
 function App() {
+  const [session, setSession] = useState(params.get('session'));
+  window.setSession = setSession; // the test switches conversations
   const chat = useWsgate(`${gate}/ws/chat`, { token: () => window.getToken('') });
   const stream = useWsgate(session ? `${gate}/ws/ai/stream/${session}` : null, {
     token: () => window.getToken(session),
@@ -22,7 +23,7 @@ function App() {
   });
   useEffect(() => {
     window.ask = (text) => chat.sendJSON('ask', { session, text });
-  }, [chat.sendJSON]);
+  }, [chat.sendJSON, session]);
 
   const hello = chat.messages.find((m) => m.json?.type === 'hello')?.json.data;
   const tokens = stream.messages.filter((m) => m.json?.type === 'token').map((m) => m.json.data);
