@@ -21,7 +21,7 @@ need=()
 [ -x "$py" ] || need+=(python3)
 command -v redis-server >/dev/null || need+=(redis-server)
 for pair in redis:python3-redis websockets:python3-websockets pytest:python3-pytest fastapi:python3-fastapi \
-  uvicorn:python3-uvicorn httpx:python3-httpx jwt:python3-jwt cryptography:python3-cryptography; do
+  uvicorn:python3-uvicorn httpx:python3-httpx jwt:python3-jwt cryptography:python3-cryptography setuptools:python3-setuptools; do
   if ! [ -x "$py" ] || ! "$py" -s -c "import ${pair%%:*}" 2>/dev/null; then need+=("${pair#*:}"); fi
 done
 if [ ${#need[@]} -gt 0 ]; then
