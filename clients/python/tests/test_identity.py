@@ -172,16 +172,24 @@ def test_keys_are_cached_and_an_unknown_kid_refetches_at_most_once_per_interval(
     assert JWKS.hits == 2
 
 
-def test_a_refresh_failure_keeps_the_last_keys_but_a_first_fetch_fails_closed(jwks, keys):
+def test_a_refresh_failure_keeps_the_last_keys_and_a_failed_first_fetch_fails_closed_then_retries(jwks, keys):
     clock = Clock()
     v = AssertionVerifier(jwks, AUD, refresh=300, now=clock)
     v.verify(keys["ed"].sign())
     JWKS.fail = True
     clock.t += 301
     assert v.verify(keys["ed"].sign()).user == "alice"  # stale but usable
+    cold = AssertionVerifier(jwks, AUD, min_refetch=10, now=clock)
     with pytest.raises(InvalidAssertion) as err:
-        AssertionVerifier(jwks, AUD).verify(keys["ed"].sign())
+        cold.verify(keys["ed"].sign())
     assert err.value.reason == "jwks_unavailable"
+    hits = JWKS.hits
+    JWKS.fail = False
+    with pytest.raises(InvalidAssertion, match="jwks_unavailable"):
+        cold.verify(keys["ed"].sign())  # within min_refetch: no new fetch
+    assert JWKS.hits == hits
+    clock.t += 10
+    assert cold.verify(keys["ed"].sign()).verified  # wsgate is back: so is verification
 
 
 def test_symmetric_algorithms_cannot_be_configured(jwks):

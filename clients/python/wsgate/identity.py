@@ -64,7 +64,9 @@ class AssertionVerifier:
     ``refresh`` seconds, and refetched early when a token names an unknown
     ``kid`` (at most once per ``min_refetch`` seconds, so bad tokens cannot
     make it hammer wsgate). A key set that cannot be refreshed is kept
-    (wsgate rotates with overlap), but an empty one fails closed.
+    (wsgate rotates with overlap); without any keys every assertion is
+    refused (``jwks_unavailable``) and the fetch is retried after
+    ``min_refetch``.
 
     With ``reject_replays`` (default), each ``jti`` is accepted once while
     its token is unexpired (wsgate mints one per upstream dial). The memory
@@ -119,6 +121,7 @@ class AssertionVerifier:
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[str, Any]] = {}  # kid -> (alg, jwt.PyJWK)
         self._fetched_at = float("-inf")
+        self._fetch_error = ""
         self._seen: OrderedDict[str, float] = OrderedDict()  # jti -> exp
 
     def verify(self, assertion: Optional[str]) -> Identity:
@@ -166,11 +169,16 @@ class AssertionVerifier:
     def _key(self, kid: Optional[str], alg: str) -> Any:
         with self._lock:
             now = self._now()
-            if now - self._fetched_at >= self._refresh:
-                self._fetch(now, fail_closed=not self._keys)
+            age = now - self._fetched_at
+            # No keys yet (or a failed first fetch): try again after
+            # min_refetch, not after a whole refresh interval.
+            if age >= self._refresh or (not self._keys and age >= self._min_refetch):
+                self._fetch(now)
+            if not self._keys:
+                raise InvalidAssertion("jwks_unavailable", self._fetch_error)
             key = self._pick(kid, alg)
             if key is None and now - self._fetched_at >= self._min_refetch:
-                self._fetch(now, fail_closed=False)
+                self._fetch(now)
                 key = self._pick(kid, alg)
         if key is None:
             raise InvalidAssertion("unknown_key")
@@ -189,8 +197,9 @@ class AssertionVerifier:
             return None
         return entry[1]
 
-    def _fetch(self, now: float, fail_closed: bool) -> None:
-        # Called with _lock held: concurrent verifiers wait for one fetch.
+    def _fetch(self, now: float) -> None:
+        # Called with _lock held: concurrent verifiers wait for one fetch. A
+        # failure keeps the previous keys (wsgate rotates with overlap).
         self._fetched_at = now
         try:
             req = urllib.request.Request(self._jwks_url, headers={"Accept": "application/json"})
@@ -208,13 +217,12 @@ class AssertionVerifier:
                 except self._jwt.PyJWTError:
                     continue  # a key this library cannot use; others may still do
         except (OSError, ValueError, AttributeError) as err:
-            if fail_closed:
-                raise InvalidAssertion("jwks_unavailable", type(err).__name__) from None
+            self._fetch_error = f"fetch failed: {type(err).__name__}"
             return
-        if keys:
-            self._keys = keys
-        elif fail_closed:
-            raise InvalidAssertion("jwks_unavailable", "no usable keys")
+        if not keys:
+            self._fetch_error = "no usable keys"
+            return
+        self._keys, self._fetch_error = keys, ""
 
     def _remember(self, jti: str, exp: float) -> None:
         now = self._now()
