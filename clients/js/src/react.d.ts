@@ -48,6 +48,7 @@ export interface UseWsgateResult {
 
 /**
  * Keeps a connection to url open while mounted; a new url (or enabled)
- * replaces it. Reconnect, token refresh on 4001 and resume are the client's.
+ * replaces it, with an empty message list. Reconnect, token refresh on 4001
+ * and resume are the client's.
  */
 export declare function useWsgate(url: string | URL | null | undefined, options?: UseWsgateOptions): UseWsgateResult;

@@ -34,12 +34,13 @@ export function useWsgate(url, options = {}) {
 
   useEffect(() => {
     if (!key) {
-      setSnapshot((s) => (s.state === 'idle' && s.connection === null ? s : { ...initial(), messages: s.messages }));
+      setSnapshot((s) => (s.state === 'idle' && s.connection === null && s.messages.length === 0 ? s : initial()));
       return undefined;
     }
     const conn = connect(clientOptions(key, latest));
     connRef.current = conn;
-    setSnapshot((s) => ({ ...s, state: conn.state, connection: conn, closeEvent: undefined, error: undefined }));
+    // Another url is another stream: its messages start empty.
+    setSnapshot({ ...initial(), state: conn.state, connection: conn });
     const offs = [
       conn.on('state', (ev) =>
         setSnapshot((s) => ({

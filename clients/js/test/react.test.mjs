@@ -151,12 +151,16 @@ describe('useWsgate in Chromium against wsgate and the FastAPI example', { skip,
       Number((await stack.redis('pubsub', 'numsub', `ai:stream:${session}`)).split('\n')[1]);
     await streamState('open');
     assert.equal(await subscribers(a), 1);
+    // One message on A, so the switch can be seen to drop it.
+    await stack.redis('publish', `ai:stream:${a}`, '{"type":"token","data":{"token":"from-a","index":0}}');
+    await page.waitForFunction(() => document.querySelector('#answer').textContent === 'from-a');
 
     await page.evaluate((s) => window.setSession(s), b);
     await waitUntil(async () => (await subscribers(b)) === 1 && (await subscribers(a)) === 0, {
       what: 'the subscription to move from the old session to the new one',
     });
     await streamState('open');
+    assert.equal(await page.textContent('#answer'), '', "B's list must not show A's messages");
 
     await page.evaluate(() => window.setSession(null));
     await streamState('idle');
