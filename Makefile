@@ -4,7 +4,7 @@ SHELL   := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build run test test-go test-fuzz test-deploy test-js fuzz soak bench lint deps
+.PHONY: build run test test-go test-fuzz test-deploy test-js test-python demo-fastapi fuzz soak bench lint deps
 
 ## build: the static binary, exactly as the Dockerfile builds it.
 build:
@@ -14,8 +14,8 @@ build:
 run:
 	go run ./cmd/wsgate demo
 
-## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser.
-test: deps lint test-go test-fuzz test-deploy test-js
+## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser, Python.
+test: deps lint test-go test-fuzz test-deploy test-js test-python
 
 deps:
 	./scripts/deps.sh
@@ -32,6 +32,14 @@ test-deploy:
 
 test-js:
 	./scripts/test-js.sh
+
+## demo-fastapi: the React page, wsgate serve, Redis and the example FastAPI service on loopback, for a browser.
+demo-fastapi:
+	./scripts/demo-fastapi.sh
+
+## test-python: the Python publisher, identity verifier and example FastAPI service (real redis-server and wsgate).
+test-python:
+	./scripts/test-python.sh
 
 fuzz:
 	./scripts/fuzz.sh $${FUZZTIME:-30s}

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # test-js.sh: the browser client's suites (clients/js/test): unit tests against
-# a fake server, the client against a real `wsgate demo`, and the demo page in
-# headless Chromium. Safe on a fresh machine and idempotent: it installs
-# Debian's chromium when missing, runs `npm ci` when node_modules is missing or
-# older than package-lock.json, and builds wsgate into a temporary directory
-# (set WSGATE_BIN to test a binary you built yourself).
+# a fake server, the client against a real `wsgate demo`, the demo page in
+# headless Chromium, the React hook on an esbuild-bundled React 19 page
+# against `wsgate serve` with the example FastAPI service, and the npm
+# package installed into a fresh project and type-checked with tsc.
+# Safe on a fresh machine and idempotent: it installs Debian's chromium, and
+# (through test-python.sh --deps-only) redis-server and the Python packages
+# the FastAPI service needs, when missing; runs `npm ci` when node_modules is
+# missing or older than package-lock.json; and builds wsgate into a temporary
+# directory (set WSGATE_BIN to test a binary you built yourself).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +23,8 @@ if [ ! -x /usr/bin/chromium ]; then
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
+
+"$root/scripts/test-python.sh" --deps-only
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "$node_major" -lt 20 ]; then
