@@ -535,6 +535,31 @@ func TestChartValuesVariants(t *testing.T) {
 			publishName: defaultPublishName, publishKey: "token",
 		})
 	})
+	t.Run("issue 12 budgets", func(t *testing.T) {
+		// The budgets wsgate added for hostile clients pass the schema and wsgate validate.
+		values := filepath.Join(t.TempDir(), "budgets.yaml")
+		body := `config:
+  limits:
+    idle_timeout: 30s
+    failed_verifications_per_second_per_ip: 2
+    publish_bytes_per_second: 1048576
+  routes:
+    - path: /ws/ai/durable/{session}
+      subscribe: ["ai:durable:{session}"]
+      require: {session: sid}
+      history: {size: 100, ttl: 5m, max_message_bytes: 65536, max_replay_bytes: 1048576}
+`
+		if err := os.WriteFile(values, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := render(t, release, dir, "-f", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := decodeManifests(t, "budgets", []byte(out)).one(t, "ConfigMap").Typed.(*corev1.ConfigMap)
+		validateConfigEnv(t, "budgets", cm.Data["config.yaml"],
+			"WSGATE_AUTH_HMAC_SECRET="+testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN="+testPublishToken)
+	})
 	t.Run("digest", func(t *testing.T) {
 		digest := "sha256:" + strings.Repeat("ab", 32)
 		out, err := render(t, release, dir, "--set", "image.digest="+digest)
