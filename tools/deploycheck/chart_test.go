@@ -44,23 +44,37 @@ type ciCase struct {
 	grace      int64 // exact terminationGracePeriodSeconds
 	replicas   *int32
 	bridge     bool // config has subscribe/publish routes
+	// publishName/publishKey: Secret the pod reads the admin publish token from.
+	publishName string
+	publishKey  string
+	// publishMade: the chart renders that Secret with a generated token.
+	publishMade bool
 }
+
+// The publish token Secret the chart generates when neither value nor existingSecret is set.
+const (
+	defaultPublishName = release + "-wsgate-publish-token"
+	defaultPublishKey  = "publish-token"
+)
 
 func int32p(v int32) *int32 { return &v }
 
 var ciCases = map[string]ciCase{
 	"standalone-values.yaml": {
-		kinds:      []string{"ConfigMap", "Deployment", "NetworkPolicy", "Pod", "Secret", "Service", "ServiceAccount"},
+		kinds:      []string{"ConfigMap", "Deployment", "NetworkPolicy", "Pod", "Secret", "Secret", "Service", "ServiceAccount"},
 		secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", createsSec: true,
 		grace: 35, replicas: int32p(1), bridge: true,
+		publishName: defaultPublishName, publishKey: defaultPublishKey, publishMade: true,
 	},
 	"ha-values.yaml": {
 		kinds:      []string{"ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor"},
 		secretName: "wsgate-hmac", secretKey: "hmac-secret",
 		grace: 50, replicas: nil, bridge: true,
+		publishName: "wsgate-publish-token", publishKey: defaultPublishKey,
 	},
 	"sidecar-values.yaml": {
-		kinds: []string{"ConfigMap"},
+		kinds:       []string{"ConfigMap", "Secret"},
+		publishName: defaultPublishName, publishKey: defaultPublishKey, publishMade: true,
 	},
 }
 
@@ -99,7 +113,15 @@ func TestChartCIValues(t *testing.T) {
 			if cfg.hasBridgeRoutes() != tc.bridge && ms.count("Deployment") > 0 {
 				t.Errorf("bridge routes %v, want %v", cfg.hasBridgeRoutes(), tc.bridge)
 			}
-			validateConfig(t, name, cm.Data["config.yaml"], true)
+			// The publish token the pod would read: the generated one, or a stand-in for an existingSecret.
+			token := testPublishToken
+			if tc.publishMade {
+				token = checkPublishSecret(t, ms, tc.publishName, tc.publishKey, true)
+			} else if tc.publishName != "" {
+				ms.noneNamed(t, "Secret", tc.publishName)
+			}
+			validateConfigEnv(t, name, cm.Data["config.yaml"],
+				"WSGATE_AUTH_HMAC_SECRET="+testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN="+token)
 			if ms.count("Deployment") == 0 {
 				return
 			}
@@ -155,13 +177,15 @@ func checkStandalone(t *testing.T, ms manifests, cfg wsgateConfig, configText st
 	spec := dep.Spec.Template.Spec
 	_, _, c := checkWsgatePod(t, "Deployment", ms, spec, podWant{
 		secretName: tc.secretName, secretKey: tc.secretKey, grace: tc.grace, preStop: 5,
+		publishName: tc.publishName, publishKey: tc.publishKey,
 	})
 	if spec.ServiceAccountName != fullname {
 		t.Errorf("serviceAccountName %q, want %q", spec.ServiceAccountName, fullname)
 	}
 	ms.named(t, "ServiceAccount", fullname)
 
-	// Config checksum: present, hex, and (without a chart-managed key) the hash of the config text.
+	// Config checksum: present, hex, and (without a chart-managed key) the hash of the config text;
+	// a generated publish token stays out of it.
 	sum := dep.Spec.Template.Annotations["checksum/config"]
 	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sum) {
 		t.Errorf("checksum/config annotation %q, want a sha256 hex digest", sum)
@@ -179,8 +203,8 @@ func checkStandalone(t *testing.T, ms manifests, cfg wsgateConfig, configText st
 		if len(sec.Data[tc.secretKey]) < 32 {
 			t.Errorf("Secret %s key %s holds %d bytes, want >= 32", sec.Name, tc.secretKey, len(sec.Data[tc.secretKey]))
 		}
-	} else if ms.count("Secret") != 0 {
-		t.Errorf("chart rendered a Secret although hmacSecret.existingSecret is used")
+	} else {
+		ms.noneNamed(t, "Secret", tc.secretName)
 	}
 
 	// Service: selects the pods; both ports exist on the container.
@@ -276,6 +300,46 @@ func checkStandalone(t *testing.T, ms manifests, cfg wsgateConfig, configText st
 	}
 }
 
+// checkPublishSecret asserts the Secret the chart renders for the admin publish token and returns
+// the token. generated: the chart made the token up (randAlphaNum 32).
+func checkPublishSecret(t *testing.T, ms manifests, name, key string, generated bool) string {
+	t.Helper()
+	sec := ms.named(t, "Secret", name).Typed.(*corev1.Secret)
+	if sec.Type != corev1.SecretTypeOpaque {
+		t.Errorf("Secret %s type %q, want Opaque", name, sec.Type)
+	}
+	if len(sec.Data) != 1 || len(sec.StringData) != 0 {
+		t.Errorf("Secret %s holds keys %v, want only %s", name, sortedKeys(sec.Data), key)
+	}
+	token := string(sec.Data[key])
+	if len(token) < 16 {
+		t.Errorf("Secret %s key %s holds %d bytes, want >= 16 (wsgate refuses a shorter admin.publish_token)", name, key, len(token))
+	}
+	if generated && !regexp.MustCompile(`^[A-Za-z0-9]{32}$`).MatchString(token) {
+		t.Errorf("Secret %s key %s: generated token is not 32 alphanumerics (%d bytes)", name, key, len(token))
+	}
+	return token
+}
+
+// noneNamed fails the test when the manifests hold an object of that kind and name.
+func (m manifests) noneNamed(t *testing.T, kind, name string) {
+	t.Helper()
+	for _, o := range m {
+		if o.Kind == kind && o.Name == name {
+			t.Errorf("unexpected %s %s: it is an existing Secret or turned off, so the chart must not render it", kind, name)
+		}
+	}
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
 // TestChartChecksumFollowsConfig: the same values give the same checksum; a config change gives a new one.
 func TestChartChecksumFollowsConfig(t *testing.T) {
 	dir := chartDir(t)
@@ -293,6 +357,41 @@ func TestChartChecksumFollowsConfig(t *testing.T) {
 	}
 	if c := sumOf("--set", "config.log_level=debug"); c == a {
 		t.Errorf("checksum unchanged after a config change")
+	}
+	// A token given as a value rolls the pods when it changes, like hmacSecret.value.
+	v1 := sumOf("--set", "publishToken.value="+testPublishToken)
+	v2 := sumOf("--set", "publishToken.value="+testPublishToken+"-rotated")
+	if v1 == a || v1 == v2 {
+		t.Errorf("checksum does not follow publishToken.value (default %s, value %s, rotated %s)", a, v1, v2)
+	}
+}
+
+// TestChartPublishTokenGenerated: with neither value nor existingSecret the chart generates the
+// token. Offline (helm template) there is no live Secret to look up, so every render holds a new
+// random token; the checksum must not follow it, or each `helm template`-based sync would restart
+// every pod and cut its sockets. (Upgrades keep the token through lookup of the live Secret.)
+func TestChartPublishTokenGenerated(t *testing.T) {
+	dir := chartDir(t)
+	renderOnce := func() (string, string) {
+		out, err := render(t, release, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := decodeManifests(t, "generated", []byte(out))
+		dep := ms.one(t, "Deployment").Typed.(*appsv1.Deployment)
+		checkWsgatePod(t, "generated Deployment", ms, dep.Spec.Template.Spec, podWant{
+			secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", grace: 35, preStop: 5,
+			publishName: defaultPublishName, publishKey: defaultPublishKey,
+		})
+		return checkPublishSecret(t, ms, defaultPublishName, defaultPublishKey, true), dep.Spec.Template.Annotations["checksum/config"]
+	}
+	tok1, sum1 := renderOnce()
+	tok2, sum2 := renderOnce()
+	if tok1 == tok2 {
+		t.Errorf("two offline renders gave the same generated token: not random")
+	}
+	if sum1 != sum2 {
+		t.Errorf("checksum/config follows the generated token (%s vs %s)", sum1, sum2)
 	}
 }
 
@@ -335,6 +434,24 @@ func TestChartRejectsBadValues(t *testing.T) {
 			[]string{"--set", "terminationGracePeriodSeconds=30"}, "must exceed config.shutdown_grace + preStopSleepSeconds (30)",
 		},
 		"listen without port": {[]string{"--set", "config.listen=localhost"}, "/config/listen"},
+		"publish token in config": {
+			[]string{"--set", "config.admin.publish_token=" + testPublishToken}, "publish_token",
+		},
+		"short publish token": {[]string{"--set", "publishToken.value=only-15-bytes-x"}, "/publishToken/value"},
+		"publish token value and existing": {
+			[]string{"--set", "publishToken.value=" + testPublishToken, "--set", "publishToken.existingSecret=x"},
+			"publishToken: set value or existingSecret, not both",
+		},
+		// The templates refuse on their own too, for --skip-schema-validation.
+		"publish token in config without schema": {
+			[]string{"--skip-schema-validation", "--set", "config.admin.publish_token=" + testPublishToken},
+			"config.admin.publish_token must stay empty",
+		},
+		"short publish token without schema": {
+			[]string{"--skip-schema-validation", "--set", "publishToken.value=only-15-bytes-x"},
+			"publishToken.value must be at least 16 bytes",
+		},
+		"publish token key empty": {[]string{"--set", "publishToken.key="}, "/publishToken/key"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -360,8 +477,10 @@ func TestChartValuesVariants(t *testing.T) {
 		}
 		ms := decodeManifests(t, "jwks", []byte(out))
 		dep := ms.one(t, "Deployment").Typed.(*appsv1.Deployment)
-		_, text, _ := checkWsgatePod(t, "jwks Deployment", ms, dep.Spec.Template.Spec, podWant{grace: 35, preStop: 5})
-		validateConfig(t, "jwks", text, false)
+		_, text, _ := checkWsgatePod(t, "jwks Deployment", ms, dep.Spec.Template.Spec, podWant{
+			grace: 35, preStop: 5, publishName: defaultPublishName, publishKey: defaultPublishKey,
+		})
+		validateConfigEnv(t, "jwks", text, "WSGATE_ADMIN_PUBLISH_TOKEN="+testPublishToken)
 	})
 	t.Run("explicit grace", func(t *testing.T) {
 		out, err := render(t, release, dir, "--set", "terminationGracePeriodSeconds=90", "--set", "config.shutdown_grace=1m20s")
@@ -372,6 +491,7 @@ func TestChartValuesVariants(t *testing.T) {
 		dep := ms.one(t, "Deployment").Typed.(*appsv1.Deployment)
 		checkWsgatePod(t, "grace Deployment", ms, dep.Spec.Template.Spec, podWant{
 			secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", grace: 90, preStop: 5,
+			publishName: defaultPublishName, publishKey: defaultPublishKey,
 		})
 	})
 	t.Run("kubernetes 1.29 has no preStop sleep", func(t *testing.T) {
@@ -384,7 +504,61 @@ func TestChartValuesVariants(t *testing.T) {
 		// ceil(1.5s) + 0 + 5
 		checkWsgatePod(t, "1.29 Deployment", ms, dep.Spec.Template.Spec, podWant{
 			secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", grace: 7, preStop: 0,
+			publishName: defaultPublishName, publishKey: defaultPublishKey,
 		})
+	})
+	t.Run("publish token off", func(t *testing.T) {
+		out, err := render(t, release, dir, "--set", "publishToken.enabled=false")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := decodeManifests(t, "publish-off", []byte(out))
+		ms.noneNamed(t, "Secret", defaultPublishName)
+		dep := ms.one(t, "Deployment").Typed.(*appsv1.Deployment)
+		_, text, _ := checkWsgatePod(t, "publish-off Deployment", ms, dep.Spec.Template.Spec, podWant{
+			secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", grace: 35, preStop: 5,
+		})
+		validateConfig(t, "publish-off", text, true)
+	})
+	t.Run("publish token value", func(t *testing.T) {
+		out, err := render(t, release, dir, "--set", "publishToken.value="+testPublishToken, "--set", "publishToken.key=token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := decodeManifests(t, "publish-value", []byte(out))
+		if got := checkPublishSecret(t, ms, defaultPublishName, "token", false); got != testPublishToken {
+			t.Errorf("publish token Secret holds %d bytes that are not publishToken.value", len(got))
+		}
+		dep := ms.one(t, "Deployment").Typed.(*appsv1.Deployment)
+		checkWsgatePod(t, "publish-value Deployment", ms, dep.Spec.Template.Spec, podWant{
+			secretName: release + "-wsgate-hmac", secretKey: "hmac-secret", grace: 35, preStop: 5,
+			publishName: defaultPublishName, publishKey: "token",
+		})
+	})
+	t.Run("issue 12 budgets", func(t *testing.T) {
+		// The budgets wsgate added for hostile clients pass the schema and wsgate validate.
+		values := filepath.Join(t.TempDir(), "budgets.yaml")
+		body := `config:
+  limits:
+    idle_timeout: 30s
+    failed_verifications_per_second_per_ip: 2
+    publish_bytes_per_second: 1048576
+  routes:
+    - path: /ws/ai/durable/{session}
+      subscribe: ["ai:durable:{session}"]
+      require: {session: sid}
+      history: {size: 100, ttl: 5m, max_message_bytes: 65536, max_replay_bytes: 1048576}
+`
+		if err := os.WriteFile(values, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := render(t, release, dir, "-f", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := decodeManifests(t, "budgets", []byte(out)).one(t, "ConfigMap").Typed.(*corev1.ConfigMap)
+		validateConfigEnv(t, "budgets", cm.Data["config.yaml"],
+			"WSGATE_AUTH_HMAC_SECRET="+testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN="+testPublishToken)
 	})
 	t.Run("digest", func(t *testing.T) {
 		digest := "sha256:" + strings.Repeat("ab", 32)
@@ -415,17 +589,24 @@ func TestChartSidecarHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := decodeManifests(t, "ai-service", []byte(out))
-	if got, want := fmt.Sprint(ms.kinds()), "[ConfigMap Deployment Service]"; got != want {
+	if got, want := fmt.Sprint(ms.kinds()), "[ConfigMap Deployment Secret Service]"; got != want {
 		t.Errorf("kinds %s, want %s", got, want)
 	}
 	dep := ms.named(t, "Deployment", "shop-ai-service").Typed.(*appsv1.Deployment)
 	spec := dep.Spec.Template.Spec
+	const hostPublish = "shop-wsgate-publish-token"
 	_, text, c := checkWsgatePod(t, "host Deployment", ms, spec, podWant{
 		secretName: "ai-service-jwt", secretKey: "hmac", native: true, grace: 35, preStop: 5,
+		publishName: hostPublish, publishKey: defaultPublishKey,
 	})
 	if len(spec.Containers) != 1 || spec.Containers[0].Name != "app" {
-		t.Errorf("host containers %v, want only app", spec.Containers)
+		t.Fatalf("host containers %v, want only app", spec.Containers)
 	}
+	// The producer in the pod reads the token wsgate reads, and publishes on wsgate's admin port.
+	token := checkPublishSecret(t, ms, hostPublish, defaultPublishKey, true)
+	app := spec.Containers[0]
+	checkSecretEnv(t, "host app", app, "WSGATE_PUBLISH_TOKEN", hostPublish, defaultPublishKey)
+	checkPublishURL(t, "host app", app, c)
 	if ms.named(t, "ConfigMap", "shop-wsgate").Name == "" {
 		t.Fatal("no wsgate ConfigMap")
 	}
@@ -438,12 +619,104 @@ func TestChartSidecarHost(t *testing.T) {
 	if tp := svc.Spec.Ports[0].TargetPort; tp.IntValue() != int(c.Ports[0].ContainerPort) || c.Ports[0].Name != "http" {
 		t.Errorf("host Service targets %s, want wsgate's http port %d", tp.String(), c.Ports[0].ContainerPort)
 	}
-	validateConfig(t, "ai-service", text, true)
+	validateConfigEnv(t, "ai-service", text, "WSGATE_AUTH_HMAC_SECRET="+testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN="+token)
+
+	// With publishToken off, neither wsgate nor the app gets a token and no Secret is made.
+	out, err = render(t, "shop", host, "--set", "wsgate.publishToken.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := decodeManifests(t, "ai-service publish off", []byte(out))
+	off.noneNamed(t, "Secret", hostPublish)
+	offSpec := off.named(t, "Deployment", "shop-ai-service").Typed.(*appsv1.Deployment).Spec.Template.Spec
+	checkWsgatePod(t, "host Deployment, publish off", off, offSpec, podWant{
+		secretName: "ai-service-jwt", secretKey: "hmac", native: true, grace: 35, preStop: 5,
+	})
+	checkSecretEnv(t, "host app, publish off", offSpec.Containers[0], "WSGATE_PUBLISH_TOKEN", "", "")
 
 	// Native sidecars need Kubernetes 1.29: older clusters would run wsgate as a plain init
 	// container that never finishes, and the app would never start.
 	_, err = helm(t, "template", "shop", host, "--kube-version", "1.28.0")
 	if err == nil || !strings.Contains(err.Error(), "native sidecars") {
 		t.Errorf("rendering for Kubernetes 1.28 gave %v, want the native sidecar refusal", err)
+	}
+}
+
+// renderNotes renders the chart's NOTES.txt, which `helm template` skips: a copy of the chart
+// carries it as a plain file and one extra template that runs it through tpl with the release's
+// context, so what the operator reads after `helm install` can be asserted offline.
+func renderNotes(t *testing.T, args ...string) string {
+	t.Helper()
+	chart := filepath.Join(t.TempDir(), "wsgate")
+	copyDir(t, chartDir(t), chart)
+	if err := os.Rename(filepath.Join(chart, "templates", "NOTES.txt"), filepath.Join(chart, "notes-under-test.txt")); err != nil {
+		t.Fatal(err)
+	}
+	const wrapper = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes-under-test
+data:
+  notes: {{ tpl (.Files.Get "notes-under-test.txt") . | quote }}
+`
+	if err := os.WriteFile(filepath.Join(chart, "templates", "notes-under-test.yaml"), []byte(wrapper), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := render(t, release, chart, append([]string{"--show-only", "templates/notes-under-test.yaml"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := decodeManifests(t, "NOTES", []byte(out)).one(t, "ConfigMap").Typed.(*corev1.ConfigMap).Data["notes"]
+	if notes == "" {
+		t.Fatal("NOTES rendered empty")
+	}
+	return notes
+}
+
+// TestChartNotesPublishToken: NOTES tells the operator where the publish token is and how a
+// producer reads it, and warns when /publish is left open.
+func TestChartNotesPublishToken(t *testing.T) {
+	getToken := func(secret, key string) string {
+		return fmt.Sprintf("kubectl -n wsgate-test get secret %s -o jsonpath='{.data.%s}' | base64 -d", secret, key)
+	}
+	const open = "WARNING: publishToken.enabled is false"
+	cases := map[string]struct {
+		args       []string
+		want, deny []string
+	}{
+		"generated": {
+			want: []string{`"Authorization: Bearer <token>"`, getToken(defaultPublishName, defaultPublishKey), "generated by this chart, kept across upgrades"},
+			deny: []string{open},
+		},
+		"existing secret": {
+			args: []string{"--set", "publishToken.existingSecret=shared", "--set", "publishToken.key=token"},
+			want: []string{getToken("shared", "token"), "publishToken.existingSecret naming a Secret you share"},
+			deny: []string{open, "generated by this chart"},
+		},
+		"sidecar": {
+			args: []string{"-f", filepath.Join(chartDir(t), "ci", "sidecar-values.yaml")},
+			want: []string{getToken(defaultPublishName, defaultPublishKey), `include "wsgate.publishTokenSecretKeyRef" .Subcharts.wsgate`, "http://127.0.0.1:9090/publish", "holds only the ConfigMap and a Secret."},
+			deny: []string{open},
+		},
+		"off": {
+			args: []string{"--set", "publishToken.enabled=false"},
+			want: []string{open, "(9090) takes no token", "networkPolicy.enabled"},
+			deny: []string{"get secret " + defaultPublishName},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			notes := renderNotes(t, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(notes, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, notes)
+				}
+			}
+			for _, d := range tc.deny {
+				if strings.Contains(notes, d) {
+					t.Errorf("NOTES contain %q:\n%s", d, notes)
+				}
+			}
+		})
 	}
 }

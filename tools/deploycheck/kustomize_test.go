@@ -108,6 +108,7 @@ func checkBase(t *testing.T, ms manifests) *corev1.Service {
 	spec := dep.Spec.Template.Spec
 	cfg, text, c := checkWsgatePod(t, "ai-service", ms, spec, podWant{
 		secretName: "ai-service-jwt", secretKey: "hmac", native: true, grace: 35, preStop: 5,
+		publishName: "ai-service-publish-token", publishKey: "publish-token",
 	})
 	checkSelects(t, "Deployment selector", dep.Spec.Selector.MatchLabels, dep.Spec.Template.Labels)
 	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
@@ -125,6 +126,13 @@ func checkBase(t *testing.T, ms manifests) *corev1.Service {
 	if app == nil {
 		t.Fatal("no app container next to wsgate")
 	}
+	// The app publishes through wsgate's admin port with the token wsgate reads. The Secret is
+	// created by hand, like ai-service-jwt (kustomization.yaml shows the command).
+	checkSecretEnv(t, "ai-service app", *app, "WSGATE_PUBLISH_TOKEN", "ai-service-publish-token", "publish-token")
+	checkPublishURL(t, "ai-service app", *app, c)
+	if ms.count("Secret") != 0 {
+		t.Errorf("deploy/base renders a Secret; its Secrets are created by hand, outside git")
+	}
 	for _, r := range cfg.Routes {
 		if r.Upstream != "" && !strings.HasPrefix(r.Upstream, "ws://127.0.0.1:") {
 			t.Errorf("route %s: sidecar upstream %q should be on localhost", r.Path, r.Upstream)
@@ -141,7 +149,8 @@ func checkBase(t *testing.T, ms manifests) *corev1.Service {
 	}
 	pdb := ms.named(t, "PodDisruptionBudget", "ai-service").Typed.(*policyv1.PodDisruptionBudget)
 	checkSelects(t, "PDB selector", pdb.Spec.Selector.MatchLabels, dep.Spec.Template.Labels)
-	validateConfig(t, "deploy/base ConfigMap", text, true)
+	validateConfigEnv(t, "deploy/base ConfigMap", text,
+		"WSGATE_AUTH_HMAC_SECRET="+testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN="+testPublishToken)
 	return svc
 }
 

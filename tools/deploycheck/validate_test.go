@@ -12,6 +12,9 @@ import (
 // testHMACKey is what the pods would read from their Secret; 48 bytes.
 const testHMACKey = "deploycheck-hmac-key-0123456789abcdef0123456789ab"
 
+// testPublishToken stands for the admin publish token a pod reads from its Secret; 32 bytes.
+const testPublishToken = "deploycheck-publish-0123456789ab"
+
 // wsgateBin is the binary scripts/test-deploy.sh builds; empty when run by hand without it.
 func wsgateBin() string { return os.Getenv("WSGATE_BIN") }
 
@@ -42,13 +45,20 @@ func runValidate(t *testing.T, text string, env ...string) (string, int) {
 // the HMAC key arrives through WSGATE_AUTH_HMAC_SECRET when the pod has it.
 func validateConfig(t *testing.T, where, text string, withHMAC bool) {
 	t.Helper()
-	if wsgateBin() == "" {
-		t.Logf("%s: wsgate validate not run (WSGATE_BIN unset; scripts/test-deploy.sh sets it)", where)
-		return
-	}
 	var env []string
 	if withHMAC {
 		env = append(env, "WSGATE_AUTH_HMAC_SECRET="+testHMACKey)
+	}
+	validateConfigEnv(t, where, text, env...)
+}
+
+// validateConfigEnv asserts that wsgate accepts a rendered config with exactly the WSGATE_* env
+// the pod would have (for example the publish token the chart put into its Secret).
+func validateConfigEnv(t *testing.T, where, text string, env ...string) {
+	t.Helper()
+	if wsgateBin() == "" {
+		t.Logf("%s: wsgate validate not run (WSGATE_BIN unset; scripts/test-deploy.sh sets it)", where)
+		return
 	}
 	out, code := runValidate(t, text, env...)
 	if code != 0 || !strings.Contains(out, "config OK") {
@@ -84,6 +94,13 @@ func TestValidateRejects(t *testing.T) {
 		"no verification key": {
 			config:  good,
 			wantKey: "auth",
+		},
+		// The chart's publish token reaches wsgate only through this variable: validate must
+		// apply it, so the rendered token's acceptance below is a real check.
+		"short publish token from env": {
+			config:  good,
+			env:     []string{"WSGATE_AUTH_HMAC_SECRET=" + testHMACKey, "WSGATE_ADMIN_PUBLISH_TOKEN=only-15-bytes-x"},
+			wantKey: "admin.publish_token",
 		},
 		"unknown key": {
 			config:  good + "listn: \":8080\"\n",

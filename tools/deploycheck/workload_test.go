@@ -48,6 +48,9 @@ type wsgateConfig struct {
 	Redis struct {
 		URL string `json:"url"`
 	} `json:"redis"`
+	Admin struct {
+		PublishToken string `json:"publish_token"`
+	} `json:"admin"`
 	Routes []struct {
 		Path      string            `json:"path"`
 		Upstream  string            `json:"upstream"`
@@ -77,6 +80,9 @@ func parseConfig(t *testing.T, where, text string) wsgateConfig {
 	}
 	if c.Auth.HMACSecret != "" {
 		t.Errorf("%s: auth.hmac_secret is set in a ConfigMap; it belongs in a Secret", where)
+	}
+	if c.Admin.PublishToken != "" {
+		t.Errorf("%s: admin.publish_token is set in a ConfigMap; it belongs in a Secret", where)
 	}
 	return c
 }
@@ -124,6 +130,10 @@ type podWant struct {
 	// secretName/secretKey: where WSGATE_AUTH_HMAC_SECRET comes from; empty means no such env.
 	secretName string
 	secretKey  string
+	// publishName/publishKey: where WSGATE_ADMIN_PUBLISH_TOKEN comes from; empty means no such env
+	// (POST /publish open).
+	publishName string
+	publishKey  string
 	// native: wsgate is a restartable init container (native sidecar).
 	native bool
 	// grace is the exact terminationGracePeriodSeconds expected.
@@ -209,24 +219,9 @@ func checkWsgatePod(t *testing.T, where string, ms manifests, spec corev1.PodSpe
 
 	checkRestricted(t, where, c.SecurityContext, spec.SecurityContext)
 
-	// The HMAC key comes from a Secret, never from the ConfigMap.
-	var env *corev1.EnvVar
-	for i := range c.Env {
-		if c.Env[i].Name == "WSGATE_AUTH_HMAC_SECRET" {
-			env = &c.Env[i]
-		}
-	}
-	switch {
-	case want.secretName == "" && env != nil:
-		t.Errorf("%s: unexpected WSGATE_AUTH_HMAC_SECRET env", where)
-	case want.secretName != "" && (env == nil || env.ValueFrom == nil || env.ValueFrom.SecretKeyRef == nil):
-		t.Errorf("%s: WSGATE_AUTH_HMAC_SECRET must come from a secretKeyRef", where)
-	case want.secretName != "":
-		ref := env.ValueFrom.SecretKeyRef
-		if ref.Name != want.secretName || ref.Key != want.secretKey {
-			t.Errorf("%s: HMAC secretKeyRef %s/%s, want %s/%s", where, ref.Name, ref.Key, want.secretName, want.secretKey)
-		}
-	}
+	// The HMAC key and the admin publish token come from Secrets, never from the ConfigMap.
+	checkSecretEnv(t, where, *c, "WSGATE_AUTH_HMAC_SECRET", want.secretName, want.secretKey)
+	checkSecretEnv(t, where, *c, "WSGATE_ADMIN_PUBLISH_TOKEN", want.publishName, want.publishKey)
 
 	// Shutdown: the kubelet waits longer than preStop sleep + shutdown_grace.
 	var sleep int64
@@ -256,6 +251,57 @@ func checkWsgatePod(t *testing.T, where string, ms manifests, spec corev1.PodSpe
 		t.Errorf("%s: automountServiceAccountToken must be false (wsgate never calls the API server)", where)
 	}
 	return cfg, text, *c
+}
+
+// checkSecretEnv asserts that container c has exactly one env var name, read from Secret secret's
+// key, or (secret empty) none at all.
+func checkSecretEnv(t *testing.T, where string, c corev1.Container, name, secret, key string) {
+	t.Helper()
+	var found []corev1.EnvVar
+	for _, e := range c.Env {
+		if e.Name == name {
+			found = append(found, e)
+		}
+	}
+	switch {
+	case secret == "" && len(found) != 0:
+		t.Errorf("%s: container %s: unexpected %s env", where, c.Name, name)
+	case secret == "":
+	case len(found) != 1:
+		t.Errorf("%s: container %s: %d %s env vars, want exactly one", where, c.Name, len(found), name)
+	case found[0].Value != "" || found[0].ValueFrom == nil || found[0].ValueFrom.SecretKeyRef == nil:
+		t.Errorf("%s: container %s: %s must come from a secretKeyRef, not a literal", where, c.Name, name)
+	default:
+		ref := found[0].ValueFrom.SecretKeyRef
+		if ref.Name != secret || ref.Key != key {
+			t.Errorf("%s: container %s: %s from Secret %s key %s, want %s key %s", where, c.Name, name, ref.Name, ref.Key, secret, key)
+		}
+		if ref.Optional != nil && *ref.Optional {
+			t.Errorf("%s: container %s: %s secretKeyRef is optional; a missing Secret must stop the pod, not start it open", where, c.Name, name)
+		}
+	}
+}
+
+// checkPublishURL asserts that a producer container next to wsgate has WSGATE_PUBLISH_URL pointing
+// at POST /publish on wsgate's admin port over loopback.
+func checkPublishURL(t *testing.T, where string, producer, wsgate corev1.Container) {
+	t.Helper()
+	var admin int32
+	for _, p := range wsgate.Ports {
+		if p.Name == "admin" {
+			admin = p.ContainerPort
+		}
+	}
+	want := fmt.Sprintf("http://127.0.0.1:%d/publish", admin)
+	for _, e := range producer.Env {
+		if e.Name == "WSGATE_PUBLISH_URL" {
+			if e.Value != want {
+				t.Errorf("%s: WSGATE_PUBLISH_URL %q, want %q", where, e.Value, want)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: no WSGATE_PUBLISH_URL env (want %q)", where, want)
 }
 
 func checkProbe(t *testing.T, where string, p *corev1.Probe, path string, ports map[string]int32, adminPort int32) {

@@ -62,16 +62,40 @@ app.kubernetes.io/part-of: wsgate
 {{- default (printf "%s-hmac" (include "wsgate.fullname" .)) .Values.hmacSecret.existingSecret }}
 {{- end }}
 
+{{/* Name of the Secret holding the admin publish token: existingSecret, else "<fullname>-publish-token". */}}
+{{- define "wsgate.publishTokenSecretName" -}}
+{{- default (printf "%s-publish-token" (include "wsgate.fullname" .)) .Values.publishToken.existingSecret }}
+{{- end }}
+
+{{/*
+The publish token's place, as the body of a secretKeyRef. A host chart gives it to a producer in the
+same pod (sidecar mode) with this chart's context:
+  valueFrom:
+    secretKeyRef:
+      {{- include "wsgate.publishTokenSecretKeyRef" .Subcharts.wsgate | nindent 6 }}
+*/}}
+{{- define "wsgate.publishTokenSecretKeyRef" -}}
+name: {{ include "wsgate.publishTokenSecretName" . }}
+key: {{ .Values.publishToken.key }}
+{{- end }}
+
 {{/* The config file exactly as the ConfigMap carries it; the checksum annotation hashes the same text. */}}
 {{- define "wsgate.configYAML" -}}
 {{- toYaml .Values.config }}
 {{- end }}
 
-{{/* Pod annotation that rolls the pods when the config (or a chart-managed HMAC key) changes. */}}
+{{/*
+Pod annotation that rolls the pods when the config, or a key given as a value (hmacSecret.value,
+publishToken.value), changes. A generated publish token is left out: upgrades keep it, and a
+`helm template` render would otherwise restart every pod (and cut its sockets) on each sync.
+*/}}
 {{- define "wsgate.configChecksum" -}}
 {{- $sum := include "wsgate.configYAML" . | sha256sum }}
 {{- if .Values.hmacSecret.value }}
 {{- $sum = print $sum (.Values.hmacSecret.value | sha256sum) | sha256sum }}
+{{- end }}
+{{- if and .Values.publishToken.enabled .Values.publishToken.value }}
+{{- $sum = print $sum (.Values.publishToken.value | sha256sum) | sha256sum }}
 {{- end }}
 {{- $sum }}
 {{- end }}
@@ -191,6 +215,15 @@ fails `helm template`/`helm install` before anything reaches the cluster.
 {{- if and .Values.hmacSecret.value (lt (len .Values.hmacSecret.value) 32) }}
 {{- fail "hmacSecret.value must be at least 32 bytes" }}
 {{- end }}
+{{- if get (.Values.config.admin | default dict) "publish_token" }}
+{{- fail "config.admin.publish_token must stay empty: the ConfigMap is not secret. Set publishToken.value or publishToken.existingSecret." }}
+{{- end }}
+{{- if and .Values.publishToken.value .Values.publishToken.existingSecret }}
+{{- fail "publishToken: set value or existingSecret, not both" }}
+{{- end }}
+{{- if and .Values.publishToken.value (lt (len .Values.publishToken.value) 16) }}
+{{- fail "publishToken.value must be at least 16 bytes" }}
+{{- end }}
 {{- if and (eq .Values.mode "standalone") (include "wsgate.hasBridgeRoutes" .) (not (get (.Values.config.redis | default dict) "url")) (gt (include "wsgate.maxReplicas" . | int) 1) }}
 {{- fail "config.redis.url is required when more than one replica serves bridge routes (subscribe/publish): the in-process broker does not reach other pods" }}
 {{- end }}
@@ -228,7 +261,7 @@ so both deliveries probe, mount and harden it the same way.
     - name: admin
       containerPort: {{ include "wsgate.adminPort" . }}
       protocol: TCP
-  {{- if or .Values.hmacSecret.enabled .Values.extraEnv }}
+  {{- if or .Values.hmacSecret.enabled .Values.publishToken.enabled .Values.extraEnv }}
   env:
     {{- if .Values.hmacSecret.enabled }}
     - name: WSGATE_AUTH_HMAC_SECRET
@@ -236,6 +269,12 @@ so both deliveries probe, mount and harden it the same way.
         secretKeyRef:
           name: {{ include "wsgate.hmacSecretName" . }}
           key: {{ .Values.hmacSecret.key }}
+    {{- end }}
+    {{- if .Values.publishToken.enabled }}
+    - name: WSGATE_ADMIN_PUBLISH_TOKEN
+      valueFrom:
+        secretKeyRef:
+          {{- include "wsgate.publishTokenSecretKeyRef" . | nindent 10 }}
     {{- end }}
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
@@ -306,6 +345,9 @@ writes, inside its pod spec:
 and in the pod template's annotations:
 
   checksum/wsgate-config: {{ include "wsgate.configChecksum" .Subcharts.wsgate }}
+
+A producer in the host pod (the app) reaches POST /publish on 127.0.0.1 and reads the token from
+the Secret this chart names (wsgate.publishTokenSecretKeyRef above).
 
 With sidecar.native: false the same include goes under containers: instead.
 The host pod should set terminationGracePeriodSeconds to at least
