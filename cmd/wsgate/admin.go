@@ -22,22 +22,20 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case h.Draining():
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-		case !v.Ready():
-			http.Error(w, "verification keys not loaded", http.StatusServiceUnavailable)
-		default:
-			io.WriteString(w, "ready\n")
+		if why := notReady(v, h); why != "" { // observe.go: the wsgate_ready gauge says the same
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
 		}
+		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /publish", tracePublish(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { // tracing hook (observe.go)
 		channel, payload, err := readPublish(r, maxBytes)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		tracePublished(r.Context(), channel, len(payload)) // tracing hook (observe.go)
 		if err := hub.Publish(r.Context(), channel, payload); err != nil {
 			status := http.StatusBadGateway
 			if errors.Is(err, bridge.ErrUnavailable) {
@@ -47,7 +45,7 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
+	})))
 	return mux
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/tracing"
 	"github.com/wsgate/wsgate/proxy"
 )
 
@@ -132,6 +133,12 @@ var defaults = map[string]any{
 	"limits.trusted_proxies":                proxy.DefaultTrustedProxies,
 	"limits.read_header_timeout":            "5s",
 	"limits.max_header_bytes":               16384,
+
+	// Tracing (observe.go, internal/tracing): off unless enabled here or by OTEL_* variables.
+	"tracing.enabled":      false,
+	"tracing.endpoint":     "",
+	"tracing.protocol":     "",
+	"tracing.sample_ratio": 0.0,
 }
 
 // config is the loaded configuration, split into the packages' Configs.
@@ -143,6 +150,7 @@ type config struct {
 	Auth                auth.Config
 	Proxy               proxy.Config
 	Bridge              bridge.Config
+	Tracing             tracing.Config // observe.go
 }
 
 // commonFlags are the flags serve, validate and demo share. Flags override
@@ -257,6 +265,7 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
 	}
 	errs = append(errs, prefixed("", cfg.Proxy.Validate())...)
+	errs = append(errs, decodeTracing(v, cfg)...) // observability hook (observe.go)
 	cfg.Bridge = bridge.Config{URL: fc.Redis.URL, Durable: cfg.Proxy.Durable()}
 	if fc.Redis.URL != "" {
 		if _, err := bridge.New(cfg.Bridge, nil, nil); err != nil {

@@ -83,6 +83,11 @@ func newLogger(level zapcore.Level, w io.Writer) *zap.Logger {
 func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, extras func(*http.ServeMux, *bridge.Hub) error) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	stopTracing, err := startTracing(cfg, log) // observability hook (observe.go)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	verifier, err := auth.New(cfg.Auth, log.Named("auth"), reg)
 	if err != nil {
 		return err
@@ -95,6 +100,7 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	if err != nil {
 		return err
 	}
+	registerHealth(reg, verifier, handler, hub, cfg.Bridge.URL != "") // observability hook (observe.go)
 	var shared *limit.Redis
 	if cfg.Bridge.URL != "" {
 		if shared, err = limit.New(cfg.Bridge.URL, log.Named("limit"), reg); err != nil {
