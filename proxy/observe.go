@@ -22,8 +22,9 @@ type observer struct {
 	ended map[string]*sizeCounts // route and direction → sizes of ended sessions' messages
 }
 
-// sessionDurationBuckets span a token refresh to a day-long stream.
-var sessionDurationBuckets = []float64{1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600}
+// sessionDurationBuckets span a connection refused right after its upgrade
+// to a day-long stream.
+var sessionDurationBuckets = []float64{.1, .5, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600}
 
 // sizeBounds are the message size histogram's upper bounds in bytes:
 // powers of four from 64 B to 1 MiB (the default max_message_bytes).

@@ -130,7 +130,7 @@ routes:
 				if err != nil {
 					t.Errorf("range %s: %v", expr, err)
 				}
-				pd.Targets = append(pd.Targets, targetData{Legend: tg.LegendFormat, Expr: expr, Series: series})
+				pd.Targets = append(pd.Targets, targetData{Legend: tg.LegendFormat, Expr: expr, Series: finite(series)})
 			}
 		}
 		out = append(out, pd)
@@ -152,7 +152,10 @@ routes:
 	}
 
 	if path := os.Getenv("WSGATE_DASHBOARD_OUT"); path != "" {
-		b, _ := json.MarshalIndent(map[string]any{"title": dash.Title, "panels": out, "load_seconds": load.Seconds()}, "", " ")
+		b, err := json.MarshalIndent(map[string]any{"title": dash.Title, "panels": out, "load_seconds": load.Seconds()}, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -359,9 +362,10 @@ func serveJWKS(t *testing.T) func(http.ResponseWriter, *http.Request) {
 	}
 }
 
-// grafanaVars substitutes the dashboard's variables as Grafana would for "All" jobs.
+// grafanaVars substitutes the dashboard's variables as Grafana would for "All" jobs and this
+// test's 1s scrapes ($__rate_interval is at least four scrape intervals).
 func grafanaVars(expr string) string {
-	return strings.NewReplacer("$__rate_interval", "1m", "$job", ".*").Replace(expr)
+	return strings.NewReplacer("$__rate_interval", "10s", "$job", ".*").Replace(expr)
 }
 
 // hasNumber reports whether a query result holds at least one finite sample.
@@ -374,6 +378,20 @@ func hasNumber(res []promSeries) bool {
 		}
 	}
 	return false
+}
+
+// finite drops the samples JSON cannot carry (NaN: a quantile of no observations).
+func finite(series []promSeries) []promSeries {
+	for i := range series {
+		vals := series[i].Values[:0]
+		for _, v := range series[i].Values {
+			if !math.IsNaN(v[1]) && !math.IsInf(v[1], 0) {
+				vals = append(vals, v)
+			}
+		}
+		series[i].Values = vals
+	}
+	return series
 }
 
 // The dashboard fields this test reads (tools/deploycheck decodes the whole model strictly).
