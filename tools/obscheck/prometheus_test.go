@@ -181,7 +181,7 @@ func runLoad(t *testing.T, listen, admin string, d time.Duration) {
 		return c, err
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 16)
+	errc := make(chan error, 32)
 	stop := time.Now().Add(d)
 	loop := func(name string, every time.Duration, f func(i int) error) {
 		wg.Add(1)
@@ -214,9 +214,21 @@ func runLoad(t *testing.T, listen, admin string, d time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); drain(ctx, feed) }()
-	go func() { defer wg.Done(); drain(ctx, chat) }()
+	// Readers ended before the load did (a close from wsgate) are errors.
+	readers := map[string]*websocket.Conn{"feed": feed, "chat": chat}
+	for i, c := range long {
+		readers[fmt.Sprintf("long-%d", i)] = c
+	}
+	for name, c := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := drain(ctx, c)
+			if time.Now().Before(stop) {
+				errc <- fmt.Errorf("%s closed before the load ended: %w", name, err)
+			}
+		}()
+	}
 
 	sizes := []int{12, 300, 2000, 20000, 100}
 	loop("echo", 150*time.Millisecond, func(i int) error {
@@ -305,10 +317,10 @@ func runLoad(t *testing.T, listen, admin string, d time.Duration) {
 }
 
 // drain reads c until it closes.
-func drain(ctx context.Context, c *websocket.Conn) {
+func drain(ctx context.Context, c *websocket.Conn) error {
 	for {
 		if _, _, err := c.Read(ctx); err != nil {
-			return
+			return err
 		}
 	}
 }
