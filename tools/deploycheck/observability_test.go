@@ -159,13 +159,30 @@ func TestChartObservability(t *testing.T) {
 	})
 
 	const base = "https://wiki.example.com/ops/wsgate"
+	tracingValues := filepath.Join(t.TempDir(), "tracing.yaml")
+	err := os.WriteFile(tracingValues, []byte("config:\n  tracing: {enabled: true, endpoint: \"http://otel-collector.monitoring:4317\", protocol: grpc, sample_ratio: 0.25}\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := render(t, release, dir, "--set", "grafanaDashboard.enabled=true", "--set", "prometheusRule.enabled=true",
 		"--set", "prometheusRule.labels.release=kube-prometheus-stack", "--set", "grafanaDashboard.annotations.grafana_folder=wsgate",
-		"--set", "prometheusRule.runbookBaseURL="+base)
+		"--set", "prometheusRule.runbookBaseURL="+base,
+		"-f", tracingValues)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ms := decodeManifests(t, "observability", []byte(out))
+	for _, o := range ms.all("ConfigMap") {
+		if text, ok := o.Typed.(*corev1.ConfigMap).Data["config.yaml"]; ok {
+			if !strings.Contains(text, "sample_ratio: 0.25") {
+				t.Errorf("config.yaml lacks the tracing section:\n%s", text)
+			}
+			validateConfig(t, "observability", text, true)
+		}
+	}
+	if _, err := render(t, release, dir, "--set", "config.tracing.protocol=thrift"); err == nil || !strings.Contains(err.Error(), "protocol") {
+		t.Errorf("tracing.protocol=thrift rendered (%v); the schema must refuse it", err)
+	}
 
 	cm := ms.named(t, "ConfigMap", release+"-wsgate-dashboard")
 	typed := cm.Typed.(*corev1.ConfigMap)
