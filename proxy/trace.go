@@ -205,11 +205,12 @@ func (s *session) traffic() (msgsIn, msgsOut, bytesIn, bytesOut int64) {
 }
 
 // startDial opens the upstream.dial span under the handshake span in ctx
-// and puts its traceparent into the upstream request's headers. The target
-// is described by scheme, host and port only: its query is the client's.
+// and puts its traceparent into the upstream request's headers, sampled or
+// not, so the upstream follows the same sampling decision. The target is
+// described by scheme, host and port only: its query is the client's.
 func startDial(ctx context.Context, target string, hdr http.Header) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, nil
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx, nil // tracing is off
 	}
 	attrs := []attribute.KeyValue{}
 	if u, err := url.Parse(target); err == nil {

@@ -237,6 +237,20 @@ routes:
 		t.Errorf("upstream got traceparent %q, want %q", tp, want)
 	}
 
+	// A gateway that sampled the request out: nothing is exported, but the upstream gets the
+	// same trace, unsampled, so it makes the same decision.
+	const unsampled = "22222222222222222222222222222222"
+	c2, _, err := websocket.Dial(ctx, "ws://"+listen+"/ws/echo?token="+tok, &websocket.DialOptions{
+		HTTPHeader: http.Header{"Traceparent": {"00-" + unsampled + "-" + gwSpan + "-00"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close(websocket.StatusNormalClosure, "")
+	if tp := up.LastRequest(t).Header.Get("Traceparent"); !strings.HasPrefix(tp, "00-"+unsampled+"-") || !strings.HasSuffix(tp, "-00") {
+		t.Errorf("upstream got traceparent %q for an unsampled trace, want 00-%s-<span>-00", tp, unsampled)
+	}
+
 	// A refused handshake: both spans end with an error naming the failed step.
 	if _, resp, err := websocket.Dial(ctx, "ws://"+listen+"/ws/echo?token=garbage", &websocket.DialOptions{
 		HTTPHeader: http.Header{"Traceparent": {"00-" + strings.Repeat("ab", 16) + "-" + gwSpan + "-01"}},
@@ -271,8 +285,12 @@ routes:
 		t.Errorf("publish span attributes %v", a)
 	}
 
-	// No attribute anywhere holds the token or the client's query.
+	// No attribute anywhere holds the token or the client's query; the unsampled trace
+	// exported nothing.
 	for _, s := range col.all() {
+		if hex.EncodeToString(s.TraceId) == unsampled {
+			t.Errorf("span %s of the unsampled trace was exported", s.Name)
+		}
 		for _, kv := range s.Attributes {
 			if v := fmt.Sprint(value(kv.Value)); strings.Contains(v, tok) || strings.Contains(v, "private-query") || strings.Contains(v, "garbage") {
 				t.Errorf("span %s attribute %s = %q leaks the token or query", s.Name, kv.Key, v)
@@ -283,16 +301,19 @@ routes:
 		}
 	}
 
-	// The connection's log lines carry the trace id.
-	wstest.WaitFor(t, "connection_closed", func() bool { return strings.Contains(p.stderr.String(), "connection_closed") })
+	// Each connection's two log lines carry its trace id, sampled or not.
+	wstest.WaitFor(t, "both connection_closed lines", func() bool { return strings.Count(p.stderr.String(), "connection_closed") == 2 })
+	lines := map[string]int{}
 	for _, line := range strings.Split(p.stderr.String(), "\n") {
 		var l map[string]any
-		if json.Unmarshal([]byte(line), &l) != nil || (l["msg"] != "connection_opened" && l["msg"] != "connection_closed") || l["route"] != "/ws/echo" {
-			continue
+		if json.Unmarshal([]byte(line), &l) == nil && (l["msg"] == "connection_opened" || l["msg"] == "connection_closed") {
+			lines[fmt.Sprint(l["msg"], " ", l["trace_id"])]++
 		}
-		if l["trace_id"] != gwTrace {
-			t.Errorf("%s trace_id %v, want %s", l["msg"], l["trace_id"], gwTrace)
-		}
+	}
+	wantLines := map[string]int{"connection_opened " + gwTrace: 1, "connection_closed " + gwTrace: 1,
+		"connection_opened " + unsampled: 1, "connection_closed " + unsampled: 1}
+	if fmt.Sprint(lines) != fmt.Sprint(wantLines) {
+		t.Errorf("connection log lines by trace_id %v, want %v", lines, wantLines)
 	}
 }
 
