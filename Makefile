@@ -4,7 +4,7 @@ SHELL   := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build run test test-go test-fuzz test-deploy test-js test-python demo-fastapi fuzz soak bench lint deps
+.PHONY: build run test test-go test-fuzz test-deploy test-js test-python test-observability demo-fastapi fuzz soak bench lint deps
 
 ## build: the static binary, exactly as the Dockerfile builds it.
 build:
@@ -14,8 +14,8 @@ build:
 run:
 	go run ./cmd/wsgate demo
 
-## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser, Python.
-test: deps lint test-go test-fuzz test-deploy test-js test-python
+## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser, Python, observability.
+test: deps lint test-go test-fuzz test-deploy test-js test-python test-observability
 
 deps:
 	./scripts/deps.sh
@@ -40,6 +40,10 @@ demo-fastapi:
 ## test-python: the Python publisher, identity verifier and example FastAPI service (real redis-server and wsgate).
 test-python:
 	./scripts/test-python.sh
+
+## test-observability: promtool check/test of the chart's alerts; a real Prometheus runs every dashboard query.
+test-observability:
+	./scripts/test-observability.sh
 
 fuzz:
 	./scripts/fuzz.sh $${FUZZTIME:-30s}

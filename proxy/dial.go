@@ -77,6 +77,7 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.DialTimeout)
 	defer cancel()
 	subprotocols := h.verifier.Subprotocols(r.Header)
+	ctx, span := startDial(ctx, target, hdr) // tracing hook (trace.go): span, and its traceparent in hdr
 	start := time.Now()
 	var err error
 	var resp *http.Response
@@ -86,6 +87,7 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 		resp, err = h.dialConn(ctx, target, hdr, subprotocols, hs)
 	}
 	h.metrics.dialSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
+	endDial(span, resp, err) // tracing hook (trace.go)
 	if err != nil {
 		switch {
 		case resp != nil && resp.StatusCode != http.StatusSwitchingProtocols:

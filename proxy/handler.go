@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 
 	"github.com/wsgate/wsgate/auth"
@@ -48,6 +49,8 @@ type Handler struct {
 	shared   SharedLimits  // nil: limits are per process
 
 	draining atomic.Bool
+
+	obs observer // observe.go: histograms and gauges beyond metrics.go
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
@@ -86,6 +89,7 @@ func New(cfg Config, v *auth.Verifier, hub *bridge.Hub, log *zap.Logger, reg pro
 	}
 	if reg != nil {
 		reg.MustRegister(newTrafficCollector(h))
+		h.obs.register(h, reg) // observability hook (observe.go)
 	}
 	h.conns.perUser = make(map[string]int)
 	h.conns.perTenant = make(map[string]int)
@@ -189,6 +193,7 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	r = h.startTrace(r, rt) // tracing hook (trace.go): session and handshake spans
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
 	hs, err := h.handshake(ctx, rt, r)
 	cancel()
@@ -214,6 +219,7 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The client has been answered, or its connection is gone.
 		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
+		traceRejected(r.Context(), 0, err) // tracing hook (trace.go)
 		h.release(hs, "client handshake failed")
 		return
 	}
@@ -319,6 +325,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 	if err != nil {
 		return nil, err
 	}
+	traceEvent(ctx, "token_verified") // tracing hook (trace.go)
 	user := userKey(id.Tenant, id.User)
 	if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
 		return nil, fmt.Errorf("%w (user)", ErrRateLimited)
@@ -378,6 +385,7 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 			if hs.sub, err = h.hub.Subscribe(ctx, channels, h.cfg.SubscriberQueue); err != nil {
 				return nil, err
 			}
+			traceEvent(ctx, "subscribed", attribute.Int("wsgate.channels", len(channels))) // tracing hook (trace.go)
 			if rt.cfg.History != nil {
 				if err := h.resume(ctx, r, hs, channels[0]); err != nil {
 					return nil, err
@@ -433,6 +441,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rt *route, err 
 		result = "upstream_rejected"
 	}
 	h.metrics.handshakes.WithLabelValues(routeName, result).Inc()
+	traceRejected(r.Context(), status, err) // tracing hook (trace.go)
 	if ce := h.log.Check(zap.InfoLevel, "handshake_rejected"); ce != nil {
 		ce.Write(zap.String("route", routeName), zap.String("path", r.URL.Path), zap.Int("status", status),
 			zap.String("remote", r.RemoteAddr), zap.String("reason", err.Error()))
@@ -511,6 +520,7 @@ func clientIP(r *http.Request) string {
 // in the same second. It returns when all connections are closed, or
 // closes the rest at once when ctx ends.
 func (h *Handler) Drain(ctx context.Context) {
+	h.obs.markDrain(time.Now()) // observability hook (observe.go): drain progress gauges
 	h.draining.Store(true)
 	h.mu.Lock()
 	all := make([]*session, 0, len(h.sessions))

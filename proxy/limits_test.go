@@ -154,7 +154,7 @@ func TestSharedCapsAcrossReplicas(t *testing.T) {
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 	wstest.WaitFor(t, "slot released fleet-wide", func() bool {
-		out, _ := r.Do("ZCARD", "wsgate:conns:{user:alice}")
+		out, _ := r.Do("ZCARD", "wsgate:conns:{user:0::alice}")
 		return out == "0"
 	})
 	g2.dial(t, "/ws/echo", tok)

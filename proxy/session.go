@@ -73,6 +73,13 @@ type session struct {
 	msgs  [numDirections]atomic.Int64
 	bytes [numDirections]atomic.Int64
 
+	// Observability (observe.go, trace.go): message sizes per direction,
+	// allocated on the first message; folded (guarded by Handler.mu) once
+	// recordEnd moved them to the ended sum; the connection's spans or nil.
+	sizes  [numDirections]atomic.Pointer[sizeCounts]
+	folded bool
+	trace  *sessionTrace
+
 	closing      atomic.Bool
 	closingCh    chan struct{} // closed with closing
 	closeOnce    sync.Once
@@ -105,6 +112,7 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		cw:          hs.cw,
 		uw:          hs.uw,
 		subprotocol: hs.subprotocol,
+		trace:       acceptedTrace(r, hs), // tracing hook (trace.go): ends the handshake span
 		start:       time.Now(),
 		closed:      make(chan struct{}),
 		closingCh:   make(chan struct{}),
@@ -127,6 +135,8 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 			s.closeLegs(closecode.GoingAway, closecode.GoingAway, reason, "")
 		}
 		h.release(hs, reason) // the upstream leg if still open, slots, subscription
+
+		s.trace.abandon(reason) // tracing hook (trace.go)
 		return nil
 	}
 	h.sessions[s] = struct{}{}
@@ -204,6 +214,7 @@ func (s *session) finish() {
 			zap.Int("upstream_close_code", int(s.upstreamCode)),
 			zap.String("closed_by", s.closedBy))...)
 	}
+	s.recordEnd() // observability hook (observe.go): session span, duration and size histograms
 
 	h.conns.release(s.id.User, s.id.Tenant)
 	if s.unshare != nil {
@@ -228,8 +239,8 @@ func (s *session) finish() {
 // a line is written rather than held per connection (a zap.Logger.With
 // would keep an encoded copy alive for the socket's lifetime).
 func (s *session) logFields() []zap.Field {
-	return []zap.Field{zap.String("request_id", s.reqID), zap.String("route", s.rt.cfg.Path),
-		zap.String("user", s.id.User), zap.String("tenant", s.id.Tenant), zap.String("remote", s.remote)}
+	return s.trace.withTraceID([]zap.Field{zap.String("request_id", s.reqID), zap.String("route", s.rt.cfg.Path), // tracing hook (trace.go)
+		zap.String("user", s.id.User), zap.String("tenant", s.id.Tenant), zap.String("remote", s.remote)})
 }
 
 // clientReadLoop carries client messages to the upstream and/or the publish
@@ -516,6 +527,7 @@ func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(contex
 func (s *session) count(d direction, n int) {
 	s.msgs[d].Add(1)
 	s.bytes[d].Add(int64(n))
+	s.observeSize(d, n) // observability hook (observe.go): message size histogram
 }
 
 // legEnded turns the error that ended a read or write into closes of both legs.

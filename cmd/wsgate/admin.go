@@ -26,17 +26,14 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case h.Draining():
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-		case !v.Ready():
-			http.Error(w, "verification keys not loaded", http.StatusServiceUnavailable)
-		default:
-			io.WriteString(w, "ready\n")
+		if why := notReady(v, h); why != "" { // observe.go: the wsgate_ready gauge says the same
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
 		}
+		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /publish", tracePublish(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { // tracing hook (observe.go)
 		if publishToken != "" && !bearerMatches(r, publishToken) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wsgate-admin"`)
 			http.Error(w, "publish requires the admin bearer token", http.StatusUnauthorized)
@@ -47,6 +44,7 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		tracePublished(r.Context(), channel, len(payload)) // tracing hook (observe.go)
 		if err := hub.Publish(r.Context(), channel, payload); err != nil {
 			if errors.Is(err, bridge.ErrTooLarge) {
 				http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
@@ -59,7 +57,7 @@ func adminHandler(v *auth.Verifier, h *proxy.Handler, hub *bridge.Hub, reg *prom
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
+	})))
 	return mux
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/tracing"
 	"github.com/wsgate/wsgate/proxy"
 )
 
@@ -145,6 +146,12 @@ var defaults = map[string]any{
 	"limits.failed_verifications_per_second_per_ip": proxy.DefaultFailedVerifications,
 	"limits.publish_bytes_per_second":               proxy.DefaultPublishBytesPerSecond,
 	"admin.publish_token":                           "",
+
+	// Tracing (observe.go, internal/tracing): off unless enabled here or by OTEL_* variables.
+	"tracing.enabled":      false,
+	"tracing.endpoint":     "",
+	"tracing.protocol":     "",
+	"tracing.sample_ratio": 0.0,
 }
 
 // config is the loaded configuration, split into the packages' Configs.
@@ -158,6 +165,7 @@ type config struct {
 	Auth                auth.Config
 	Proxy               proxy.Config
 	Bridge              bridge.Config
+	Tracing             tracing.Config // observe.go
 }
 
 // commonFlags are the flags serve, validate and demo share. Flags override
@@ -295,6 +303,7 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
 	}
 	errs = append(errs, prefixed("", cfg.Proxy.Validate())...)
+	errs = append(errs, decodeTracing(v, cfg)...) // observability hook (observe.go)
 	cfg.Bridge = bridge.Config{URL: fc.Redis.URL, Durable: cfg.Proxy.Durable()}
 	if fc.Redis.URL != "" {
 		if _, err := bridge.New(cfg.Bridge, nil, nil); err != nil {

@@ -117,6 +117,7 @@ func newGateway(cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridg
 	if gw.handler, err = proxy.New(cfg.Proxy, gw.verifier, gw.hub, log.Named("proxy"), reg); err != nil {
 		return nil, err
 	}
+	registerHealth(reg, gw.verifier, gw.handler, gw.hub, cfg.Bridge.URL != "") // observability hook (observe.go)
 	if cfg.Bridge.URL != "" {
 		if gw.shared, err = limit.New(cfg.Bridge.URL, log.Named("limit"), reg); err != nil {
 			return nil, fmt.Errorf("redis.url: %w", err)
@@ -159,6 +160,11 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	if err != nil {
 		return err
 	}
+	stopTracing, err := startTracing(cfg, log) // observability hook (observe.go)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	verifier, hub, handler, shared, public, admin := gw.verifier, gw.hub, gw.handler, gw.shared, gw.public, gw.admin
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -42,6 +42,7 @@ var nativeKinds = map[string]func() any{
 // metadata.name. Tests then assert the fields that matter.
 var crdKinds = map[string]bool{
 	"monitoring.coreos.com/v1/ServiceMonitor": true,
+	"monitoring.coreos.com/v1/PrometheusRule": true, // observability_test.go decodes it strictly
 	"traefik.io/v1alpha1/IngressRoute":        true,
 	"traefik.io/v1alpha1/Middleware":          true,
 	"traefik.io/v1alpha1/ServersTransport":    true,
