@@ -45,6 +45,8 @@ type Config struct {
 	SubscriberQueue int
 	// Limits bound connections, handshakes and message rates.
 	Limits Limits
+	// FirstMessage configures routes with Auth: AuthFirstMessage.
+	FirstMessage FirstMessage
 	// UpstreamTLS configures wss:// upstream dials (roots, client
 	// certificates). Nil: the system roots. Not a config-file key.
 	UpstreamTLS *tls.Config
@@ -69,6 +71,9 @@ type Route struct {
 	// messages are kept, delivered in a position envelope, and a client
 	// reconnecting with ?since=<position> gets what it missed.
 	History *History
+	// Auth is "" (the token comes with the upgrade, or a ticket does) or
+	// AuthFirstMessage (the client sends it as its first message).
+	Auth string
 }
 
 // History configures a durable subscription. Zero values are defaults.
@@ -122,6 +127,7 @@ func (c Config) withDefaults() Config {
 	zero.Default(&c.MaxMessageBytes, DefaultMaxMessageBytes)
 	zero.Default(&c.SubscriberQueue, DefaultSubscriberQueue)
 	c.Limits = c.Limits.withDefaults()
+	c.FirstMessage = c.FirstMessage.withDefaults()
 	return c
 }
 
@@ -159,6 +165,7 @@ func (c Config) Validate() error {
 		bad("subscriber_queue", "must not be negative")
 	}
 	c.Limits.validate(bad)
+	c.FirstMessage.validate(bad)
 	mux := http.NewServeMux()
 	for i, r := range c.Routes {
 		for _, fe := range r.validate(mux) {
@@ -211,6 +218,9 @@ func (r Route) validate(mux *http.ServeMux) []*FieldError {
 		if h.TTL < 0 {
 			bad("history.ttl", "must not be negative")
 		}
+	}
+	if !validAuthMode(r.Auth) {
+		bad("auth", "must be empty or %q", AuthFirstMessage)
 	}
 	for p, claim := range r.Require {
 		if !contains(params, p) {

@@ -57,7 +57,15 @@ type fileConfig struct {
 		TenantClaim       string        `mapstructure:"tenant_claim"`
 		SubprotocolPrefix string        `mapstructure:"subprotocol_prefix"`
 		CacheSize         int           `mapstructure:"cache_size"`
+		// Issue 15: tickets and first-message auth.
+		TicketParam         string        `mapstructure:"ticket_param"`
+		TicketTTL           time.Duration `mapstructure:"ticket_ttl"`
+		FirstMessageTimeout time.Duration `mapstructure:"first_message_timeout"`
 	} `mapstructure:"auth"`
+	Assertion struct {
+		KeyFile string `mapstructure:"key_file"`
+		Issuer  string `mapstructure:"issuer"`
+	} `mapstructure:"assertion"`
 	Limits struct {
 		MaxConnections             int           `mapstructure:"max_connections"`
 		MaxConnectionsPerUser      int           `mapstructure:"max_connections_per_user"`
@@ -70,6 +78,7 @@ type fileConfig struct {
 		TrustedProxies             []string      `mapstructure:"trusted_proxies"`
 		ReadHeaderTimeout          time.Duration `mapstructure:"read_header_timeout"`
 		MaxHeaderBytes             int           `mapstructure:"max_header_bytes"`
+		MaxPendingAuth             int           `mapstructure:"max_pending_auth"`
 	} `mapstructure:"limits"`
 	Redis struct {
 		URL string `mapstructure:"url"`
@@ -80,6 +89,7 @@ type fileConfig struct {
 		Subscribe []string          `mapstructure:"subscribe"`
 		Publish   string            `mapstructure:"publish"`
 		Require   map[string]string `mapstructure:"require"`
+		Auth      string            `mapstructure:"auth"`
 		History   *struct {
 			Size int           `mapstructure:"size"`
 			TTL  time.Duration `mapstructure:"ttl"`
@@ -120,6 +130,13 @@ var defaults = map[string]any{
 	"auth.subprotocol_prefix":  auth.DefaultSubprotocolPrefix,
 	"auth.cache_size":          auth.DefaultCacheSize,
 	"redis.url":                "",
+	// Issue 15: tickets, first-message auth, assertions.
+	"auth.ticket_param":          auth.DefaultTicketParam,
+	"auth.ticket_ttl":            auth.DefaultTicketTTL.String(),
+	"auth.first_message_timeout": proxy.DefaultFirstMessageTimeout.String(),
+	"limits.max_pending_auth":    proxy.DefaultMaxPendingAuth,
+	"assertion.key_file":         "",
+	"assertion.issuer":           auth.DefaultAssertionIssuer,
 
 	"limits.max_connections":                proxy.DefaultMaxConnections,
 	"limits.max_connections_per_user":       proxy.DefaultMaxConnectionsPerUser,
@@ -143,7 +160,12 @@ type config struct {
 	Auth                auth.Config
 	Proxy               proxy.Config
 	Bridge              bridge.Config
+	Tickets             auth.TicketConfig
+	Assertion           assertionConfig
 }
+
+// assertionConfig is the assertion section; KeyFile empty: no assertions.
+type assertionConfig struct{ KeyFile, Issuer string }
 
 // commonFlags are the flags serve, validate and demo share. Flags override
 // environment variables, which override the file.
@@ -250,12 +272,13 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	cfg.Proxy.UpstreamTLS, tlsErrs = upstreamTLS(fc.UpstreamTLS.CAFile, fc.UpstreamTLS.CertFile, fc.UpstreamTLS.KeyFile, fc.UpstreamTLS.ServerName)
 	errs = append(errs, tlsErrs...)
 	for _, r := range fc.Routes {
-		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require}
+		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require, Auth: r.Auth}
 		if r.History != nil {
 			route.History = &proxy.History{Size: r.History.Size, TTL: r.History.TTL}
 		}
 		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
 	}
+	errs = append(errs, ticketsAndAssertion(cfg, a.TicketParam, a.TicketTTL, a.FirstMessageTimeout, lim.MaxPendingAuth, fc.Assertion.KeyFile, fc.Assertion.Issuer)...)
 	errs = append(errs, prefixed("", cfg.Proxy.Validate())...)
 	cfg.Bridge = bridge.Config{URL: fc.Redis.URL, Durable: cfg.Proxy.Durable()}
 	if fc.Redis.URL != "" {
@@ -366,7 +389,7 @@ func unknownKeys(v *viper.Viper) []string {
 		known[k] = true
 	}
 	known["routes"] = true
-	routeKeys := map[string]bool{"path": true, "upstream": true, "subscribe": true, "publish": true, "require": true, "history": true}
+	routeKeys := map[string]bool{"path": true, "upstream": true, "subscribe": true, "publish": true, "require": true, "history": true, "auth": true}
 	for _, k := range v.AllKeys() {
 		if known[k] {
 			continue

@@ -106,6 +106,12 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	mux := http.NewServeMux()
 	mux.Handle("/", handler)
 	mux.Handle("/auth/verify", handler.VerifyHandler())
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/", adminHandler(verifier, handler, hub, reg, cfg.Proxy.MaxMessageBytes))
+	runTickets, err := useTickets(cfg, handler, mux, adminMux) // tickets.go: /auth/ticket, assertions, JWKS
+	if err != nil {
+		return err
+	}
 	if extras != nil {
 		if err := extras(mux, hub); err != nil {
 			return err
@@ -129,7 +135,7 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 		ErrorLog:          httpLog,
 	}
 	admin := &http.Server{
-		Handler:           adminHandler(verifier, handler, hub, reg, cfg.Proxy.MaxMessageBytes),
+		Handler:           adminMux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          httpLog,
 	}
@@ -139,7 +145,7 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	runCtx, runCancel := context.WithCancel(context.Background())
 	defer runCancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -153,6 +159,9 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	start("bridge", func() error { return hub.Run(runCtx) })
 	if shared != nil {
 		start("limit", func() error { return shared.Run(runCtx) })
+	}
+	if runTickets != nil {
+		start("tickets", func() error { return runTickets(runCtx) })
 	}
 	start("listen", func() error { return public.Serve(pubLn) })
 	start("admin_listen", func() error { return admin.Serve(adminLn) })
