@@ -238,15 +238,20 @@ func (s *MemoryTickets) sweepLocked(now time.Time) {
 }
 
 // RedisTickets is a TicketStore in Redis, shared by every replica: SET NX
-// PX on issue, GETDEL on redeem. Run owns the client; until it has
-// connected, Put and Take fail with ErrTicketStore. Safe for concurrent use.
+// PX on issue, GETDEL on redeem. Run owns the client: it connects
+// (retrying) and closes it when its context ends; a Put or Take that comes
+// before Run has connected tries once itself. Until connected, Put and
+// Take fail with ErrTicketStore. Safe for concurrent use.
 type RedisTickets struct {
-	opt    rueidis.ClientOption
-	client atomic.Pointer[rueidis.Client]
+	opt rueidis.ClientOption
+
+	mu     sync.Mutex
+	client atomic.Pointer[rueidis.Client] // stored under mu
+	closed bool                           // guarded by mu: Run has ended
 }
 
 // NewRedisTickets prepares a store for the Redis at url; nothing is dialled
-// until Run.
+// until Run (or the first Put or Take).
 func NewRedisTickets(url string) (*RedisTickets, error) {
 	opt, err := rueidis.ParseURL(url)
 	if err != nil {
@@ -259,12 +264,20 @@ func NewRedisTickets(url string) (*RedisTickets, error) {
 // Run connects (retrying every second) and holds the client until ctx
 // ends, then closes it.
 func (s *RedisTickets) Run(ctx context.Context) error {
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.closed = true
+		if c := s.client.Swap(nil); c != nil {
+			(*c).Close()
+		}
+	}()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for s.client.Load() == nil {
-		if c, err := rueidis.NewClient(s.opt); err == nil {
-			s.client.Store(&c)
-			break
+	for {
+		if _, err := s.connect(); err == nil {
+			<-ctx.Done()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -272,10 +285,27 @@ func (s *RedisTickets) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	<-ctx.Done()
-	c := s.client.Swap(nil)
-	(*c).Close()
-	return nil
+}
+
+// connect returns the client, dialling it if there is none yet.
+func (s *RedisTickets) connect() (rueidis.Client, error) {
+	if c := s.client.Load(); c != nil {
+		return *c, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.client.Load(); c != nil {
+		return *c, nil
+	}
+	if s.closed {
+		return nil, fmt.Errorf("%w: closed", ErrTicketStore)
+	}
+	c, err := rueidis.NewClient(s.opt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis not connected", ErrTicketStore)
+	}
+	s.client.Store(&c)
+	return c, nil
 }
 
 // Ready reports whether the store has connected.
@@ -285,12 +315,11 @@ const redisTicketPrefix = "wsgate:ticket:"
 
 // Put stores value under key for ttl unless key exists.
 func (s *RedisTickets) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	c := s.client.Load()
-	if c == nil {
-		return fmt.Errorf("%w: redis not connected", ErrTicketStore)
+	cl, err := s.connect()
+	if err != nil {
+		return err
 	}
-	cl := *c
-	err := cl.Do(ctx, cl.B().Set().Key(redisTicketPrefix+key).Value(rueidis.BinaryString(value)).Nx().
+	err = cl.Do(ctx, cl.B().Set().Key(redisTicketPrefix+key).Value(rueidis.BinaryString(value)).Nx().
 		PxMilliseconds(ttl.Milliseconds()).Build()).Error()
 	switch {
 	case rueidis.IsRedisNil(err):
@@ -303,11 +332,10 @@ func (s *RedisTickets) Put(ctx context.Context, key string, value []byte, ttl ti
 
 // Take returns and deletes the value under key.
 func (s *RedisTickets) Take(ctx context.Context, key string) ([]byte, error) {
-	c := s.client.Load()
-	if c == nil {
-		return nil, fmt.Errorf("%w: redis not connected", ErrTicketStore)
+	cl, err := s.connect()
+	if err != nil {
+		return nil, err
 	}
-	cl := *c
 	v, err := cl.Do(ctx, cl.B().Getdel().Key(redisTicketPrefix+key).Build()).AsBytes()
 	switch {
 	case rueidis.IsRedisNil(err):
