@@ -245,9 +245,10 @@ func (s *MemoryTickets) sweepLocked(now time.Time) {
 type RedisTickets struct {
 	opt rueidis.ClientOption
 
-	mu     sync.Mutex
-	client atomic.Pointer[rueidis.Client] // stored under mu
-	closed bool                           // guarded by mu: Run has ended
+	mu      sync.Mutex
+	client  atomic.Pointer[rueidis.Client] // stored under mu
+	closed  bool                           // guarded by mu: Run has ended
+	lastTry time.Time                      // guarded by mu: a down Redis is dialled at most once a second
 }
 
 // NewRedisTickets prepares a store for the Redis at url; nothing is dialled
@@ -300,6 +301,10 @@ func (s *RedisTickets) connect() (rueidis.Client, error) {
 	if s.closed {
 		return nil, fmt.Errorf("%w: closed", ErrTicketStore)
 	}
+	if time.Since(s.lastTry) < time.Second {
+		return nil, fmt.Errorf("%w: redis not connected", ErrTicketStore)
+	}
+	s.lastTry = time.Now()
 	c, err := rueidis.NewClient(s.opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis not connected", ErrTicketStore)

@@ -224,6 +224,7 @@ var (
 	errAuthMessage = errors.New(`first message must be {"type":"auth","token":"<JWT>"}`)
 	errAuthTimeout = errors.New("no auth message in time")
 	errAuthDrain   = errors.New("server shutting down")
+	errAuthRead    = errors.New("client went away before authenticating")
 )
 
 // awaitAuth reads the client's first message within FirstMessage.Timeout
@@ -260,7 +261,7 @@ func (h *Handler) awaitAuth(drain context.Context, client *websocket.Conn, raw n
 	}
 	if err != nil {
 		client.CloseNow()
-		return "", fmt.Errorf("read auth message: %w", err)
+		return "", fmt.Errorf("%w: %w", errAuthRead, err)
 	}
 	var m authMessage
 	if typ != websocket.MessageText || json.Unmarshal(b, &m) != nil || m.Type != "auth" || m.Token == "" {
@@ -302,6 +303,8 @@ func (h *Handler) firstMessageFailed(rt *route, r *http.Request, err error) {
 	case errors.Is(err, errAuthDrain):
 		result = "unavailable"
 	case errors.Is(err, errAuthTimeout), errors.Is(err, errAuthMessage):
+	case errors.Is(err, errAuthRead):
+		result = "client_gone"
 	default:
 		result = resultFor(statusFor(err))
 	}
