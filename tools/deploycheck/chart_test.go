@@ -335,6 +335,12 @@ func TestChartRejectsBadValues(t *testing.T) {
 			[]string{"--set", "terminationGracePeriodSeconds=30"}, "must exceed config.shutdown_grace + preStopSleepSeconds (30)",
 		},
 		"listen without port": {[]string{"--set", "config.listen=localhost"}, "/config/listen"},
+		"assertion key inline": {
+			[]string{"-f", valuesFile("config:\n  assertion:\n    key_file: \"-----BEGIN PRIVATE KEY-----\\nMC4C\"\n")}, "/config/assertion/key_file",
+		},
+		"bad route auth": {
+			[]string{"-f", valuesFile("config:\n  routes:\n    - {path: /ws/chat, upstream: ws://a:1, auth: token}\n")}, "/config/routes/0/auth",
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
