@@ -29,7 +29,9 @@ func newRoute(cfg Route) (*route, error) {
 func (rt *route) bridged() bool { return len(rt.cfg.Subscribe) > 0 || rt.cfg.Publish != "" }
 
 // passthrough reports whether the route relays frames between two raw
-// connections (relay.go): it has an upstream and no channels.
+// connections (relay.go): it has an upstream and no channels, and its
+// clients authenticate with the upgrade (a first-message client is
+// accepted through coder/websocket before the upstream exists).
 func (rt *route) passthrough() bool {
 	return rt.cfg.Upstream != "" && !rt.bridged() && !rt.firstMessage()
 }
