@@ -264,3 +264,23 @@ func hashTicket(ticket string) string {
 	h := sha256.Sum256([]byte(ticket))
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
+
+// The configured cookie buys a ticket as the header does (a page whose
+// session cookie is the JWT).
+func TestTicketFromTheCookie(t *testing.T) {
+	up := wstest.NewUpstream(t)
+	g := newGateway(t, func(o *gatewayOpts) {
+		withRoutes(echoRoute(up))(o)
+		o.auth.Cookie = "session"
+		withTickets(auth.TicketConfig{}, auth.NewMemoryTickets(0))(o)
+	})
+	tok := wstest.Token(t, "dora", nil)
+	r := postTicket(t, g, http.MethodPost, "", http.Header{"Cookie": {"session=" + tok}})
+	if r.status != http.StatusOK {
+		t.Fatalf("POST /auth/ticket with the cookie: %d %q", r.status, r.body)
+	}
+	g.dial(t, "/ws/echo?ticket="+r.Ticket, nil).CloseNow()
+	if got := up.LastRequest(t).Header.Get("Authorization"); got != "Bearer "+tok {
+		t.Errorf("upstream Authorization = %q", got)
+	}
+}
