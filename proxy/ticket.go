@@ -18,6 +18,9 @@ import (
 // before serving.
 func (h *Handler) UseTickets(t *auth.Tickets) { h.tickets = t }
 
+// ticketRoute labels ticket requests in wsgate_handshakes_total.
+const ticketRoute = "/auth/ticket"
+
 // errTokenInQuery refuses a ticket request that puts the token in its URL,
 // the very place tickets exist to keep it out of.
 var errTokenInQuery = errors.New("the token must be sent in the Authorization header or the cookie, not the URL")
@@ -64,6 +67,7 @@ func (h *Handler) serveTicket(w http.ResponseWriter, r *http.Request) {
 		h.ticketRefused(w, r, err)
 		return
 	}
+	h.metrics.handshakes.WithLabelValues(ticketRoute, "ok").Inc()
 	hdr.Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(struct {
 		Ticket    string `json:"ticket"`
@@ -114,7 +118,7 @@ func (h *Handler) ticketRefused(w http.ResponseWriter, r *http.Request, err erro
 	if errors.Is(err, errTokenInQuery) {
 		status = http.StatusBadRequest
 	}
-	h.metrics.handshakes.WithLabelValues("/auth/ticket", resultFor(status)).Inc()
+	h.metrics.handshakes.WithLabelValues(ticketRoute, resultFor(status)).Inc()
 	if ce := h.log.Check(zap.InfoLevel, "ticket_refused"); ce != nil {
 		ce.Write(zap.Int("status", status), zap.String("remote", r.RemoteAddr), zap.String("reason", err.Error()))
 	}

@@ -107,6 +107,9 @@ func TestTicketConnectsOnceWithTheTokensHeaders(t *testing.T) {
 	if got := g.status(t, "/ws/echo?ticket="+r.Ticket, nil); got != http.StatusUnauthorized {
 		t.Errorf("replayed ticket: status %d, want 401", got)
 	}
+	if got := g.metric(t, "wsgate_handshakes_total", "route", "/auth/ticket", "result", "ok"); got != 1 {
+		t.Errorf("ticket requests counted ok: %v, want 1", got)
+	}
 	if strings.Contains(g.logs.String(), r.Ticket) {
 		t.Errorf("a ticket reached the logs:\n%s", g.logs.String())
 	}
