@@ -1,5 +1,6 @@
 // Package auth turns a bearer token carried by a WebSocket handshake into a
-// verified Identity. It knows nothing of proxying or Redis.
+// verified Identity. It knows nothing of proxying; its one use of Redis is
+// the shared store of one-time tickets (ticket.go).
 package auth
 
 import (

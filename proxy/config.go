@@ -47,6 +47,8 @@ type Config struct {
 	SubscriberQueue int
 	// Limits bound connections, handshakes and message rates.
 	Limits Limits
+	// FirstMessage configures routes with Auth: AuthFirstMessage.
+	FirstMessage FirstMessage
 	// UpstreamTLS configures wss:// upstream dials (roots, client
 	// certificates). Nil: the system roots. Not a config-file key.
 	UpstreamTLS *tls.Config
@@ -71,6 +73,9 @@ type Route struct {
 	// messages are kept, delivered in a position envelope, and a client
 	// reconnecting with ?since=<position> gets what it missed.
 	History *History
+	// Auth is "" (the token comes with the upgrade, or a ticket does) or
+	// AuthFirstMessage (the client sends it as its first message).
+	Auth string
 }
 
 // History configures a durable subscription. Zero values are defaults.
@@ -132,6 +137,7 @@ func (c Config) withDefaults() Config {
 	zero.Default(&c.MaxMessageBytes, DefaultMaxMessageBytes)
 	zero.Default(&c.SubscriberQueue, DefaultSubscriberQueue)
 	c.Limits = c.Limits.withDefaults()
+	c.FirstMessage = c.FirstMessage.withDefaults()
 	return c
 }
 
@@ -163,6 +169,7 @@ func (c Config) Validate() error {
 		bad("subscriber_queue", "must not be negative")
 	}
 	c.Limits.validate(bad)
+	c.FirstMessage.validate(bad)
 	mux := http.NewServeMux()
 	for i, r := range c.Routes {
 		for _, fe := range r.validate(mux) {
@@ -190,10 +197,14 @@ func checkDuration(bad func(key, format string, args ...any), key string, d time
 // ReservedPaths are served by wsgate itself on the public listener. A route
 // that would take one of them is refused; a catch-all route ("/" or a
 // subtree) leaves them to wsgate.
-var ReservedPaths = []string{VerifyPath}
+var ReservedPaths = []string{VerifyPath, TicketPath}
 
-// VerifyPath is the ForwardAuth endpoint (VerifyHandler).
-const VerifyPath = "/auth/verify"
+// Paths wsgate serves on the public listener: the ForwardAuth endpoint
+// (VerifyHandler) and the ticket endpoint (TicketHandler).
+const (
+	VerifyPath = "/auth/verify"
+	TicketPath = "/auth/ticket"
+)
 
 func (r Route) validate(mux *http.ServeMux) []*FieldError {
 	var errs []*FieldError
@@ -244,6 +255,9 @@ func (r Route) validate(mux *http.ServeMux) []*FieldError {
 		if h.MaxReplayBytes < 0 {
 			bad("history.max_replay_bytes", "must not be negative")
 		}
+	}
+	if !validAuthMode(r.Auth) {
+		bad("auth", "must be empty or %q", AuthFirstMessage)
 	}
 	for p, claim := range r.Require {
 		if !contains(params, p) {

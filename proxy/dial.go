@@ -39,6 +39,7 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 	if rt.cfg.History != nil {
 		ours = append(ours, SinceParam)
 	}
+	ours = append(ours, h.ownQueryParams()...) // ?ticket= (ticket.go)
 	if q := h.verifier.StripQuery(r.URL.RawQuery, ours...); q != "" {
 		target += "?" + q
 	}
@@ -49,6 +50,9 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 		hdr.Set("X-Tenant-Id", id.Tenant)
 	}
 	hdr.Set("X-Request-Id", reqID)
+	if err := h.assert(hdr, target, id, reqID); err != nil { // X-Wsgate-Assertion (assertion.go)
+		return err
+	}
 	// X-Forwarded-* from the peer are kept only when the peer is a trusted
 	// proxy (the gateway in front); a direct client cannot choose them.
 	peer := clientIP(r)

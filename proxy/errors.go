@@ -54,10 +54,12 @@ func statusFor(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrCapacity):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, auth.ErrNotReady), errors.Is(err, ErrDraining), errors.Is(err, bridge.ErrUnavailable):
+	case errors.Is(err, auth.ErrNotReady), errors.Is(err, ErrDraining), errors.Is(err, bridge.ErrUnavailable),
+		errors.Is(err, auth.ErrTicketStore):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, auth.ErrNoToken), errors.Is(err, auth.ErrMalformed), errors.Is(err, auth.ErrSignature),
-		errors.Is(err, auth.ErrExpired), errors.Is(err, auth.ErrNotYetValid), errors.Is(err, auth.ErrClaims):
+		errors.Is(err, auth.ErrExpired), errors.Is(err, auth.ErrNotYetValid), errors.Is(err, auth.ErrClaims),
+		errors.Is(err, auth.ErrTicket):
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

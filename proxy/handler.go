@@ -47,6 +47,11 @@ type Handler struct {
 	conns    counters
 	dials    chan struct{} // semaphore: MaxConcurrentDials; nil when unlimited
 	shared   SharedLimits  // nil: limits are per process
+	// Issue 15 hooks (ticket.go, assertion.go, firstmessage.go): tickets
+	// and signer are set before serving, nil when unused.
+	tickets *auth.Tickets
+	signer  *auth.Signer
+	pending pendingAuth
 
 	draining atomic.Bool
 
@@ -192,6 +197,10 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, rt, err)
 		return
 	}
+	if rt.firstMessage() { // the token comes after the upgrade (firstmessage.go)
+		h.serveFirstMessage(rt, w, r)
+		return
+	}
 	start := time.Now()
 	r = h.startTrace(r, rt) // tracing hook (trace.go): session and handshake spans
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
@@ -314,10 +323,11 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 	now := time.Now()
 	addr := clientAddr(r, h.trusted)
 	lim := &h.cfg.Limits
-	if !h.ipRate.allow(addr, now) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(ctx, "ip:"+addr, lim.HandshakesPerSecondPerIP) {
+	// A first-message client's per-IP handshake was counted at its upgrade.
+	if !preauthed(ctx) && (!h.ipRate.allow(addr, now) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(ctx, "ip:"+addr, lim.HandshakesPerSecondPerIP)) {
 		return nil, fmt.Errorf("%w (client address)", ErrRateLimited)
 	}
-	raw, _, err := h.verifier.Extract(r)
+	raw, err := h.credential(ctx, r) // a ticket, a first message's token, or Extract (ticket.go)
 	if err != nil {
 		return nil, err
 	}
@@ -522,6 +532,7 @@ func clientIP(r *http.Request) string {
 func (h *Handler) Drain(ctx context.Context) {
 	h.obs.markDrain(time.Now()) // observability hook (observe.go): drain progress gauges
 	h.draining.Store(true)
+	h.stopPending() // sockets waiting for a first message get 1001 now
 	h.mu.Lock()
 	all := make([]*session, 0, len(h.sessions))
 	for s := range h.sessions {

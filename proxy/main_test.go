@@ -37,6 +37,9 @@ type gatewayOpts struct {
 	auth   auth.Config
 	proxy  proxy.Config
 	bridge bridge.Config
+	// serve, if set, configures the Handler before it serves and returns
+	// what the test server serves (ticket_test.go mounts /auth/ticket).
+	serve func(*proxy.Handler) http.Handler
 }
 
 // newGateway starts a gateway. Routes default to /ws/echo → up.
@@ -67,7 +70,11 @@ func newGateway(t *testing.T, mutate func(*gatewayOpts)) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Server = httptest.NewServer(g.h)
+	var served http.Handler = g.h
+	if o.serve != nil {
+		served = o.serve(g.h)
+	}
+	g.Server = httptest.NewServer(served)
 	t.Cleanup(func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		g.h.Drain(dctx)

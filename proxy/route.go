@@ -42,14 +42,18 @@ func newRoute(cfg Route) (*route, error) {
 func (rt *route) bridged() bool { return len(rt.cfg.Subscribe) > 0 || rt.cfg.Publish != "" }
 
 // passthrough reports whether the route relays frames between two raw
-// connections (relay.go): it has an upstream and no channels.
-func (rt *route) passthrough() bool { return rt.cfg.Upstream != "" && !rt.bridged() }
+// connections (relay.go): it has an upstream and no channels, and its
+// clients authenticate with the upgrade (a first-message client is
+// accepted through coder/websocket before the upstream exists).
+func (rt *route) passthrough() bool {
+	return rt.cfg.Upstream != "" && !rt.bridged() && !rt.firstMessage()
+}
 
 // wireClient reports whether the client leg is a wire (relay.go) rather
 // than a coder/websocket Conn: on passthrough routes, and on routes that
 // only deliver channel messages (wsgate reads no client message there).
 func (rt *route) wireClient() bool {
-	return rt.passthrough() || rt.cfg.Upstream == "" && rt.cfg.Publish == "" && len(rt.cfg.Subscribe) > 0
+	return rt.passthrough() || rt.cfg.Upstream == "" && rt.cfg.Publish == "" && len(rt.cfg.Subscribe) > 0 && !rt.firstMessage()
 }
 
 // direction labels message flow for metrics and logs.

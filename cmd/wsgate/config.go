@@ -59,7 +59,15 @@ type fileConfig struct {
 		TenantClaim       string        `mapstructure:"tenant_claim"`
 		SubprotocolPrefix string        `mapstructure:"subprotocol_prefix"`
 		CacheSize         int           `mapstructure:"cache_size"`
+		// Issue 15: tickets and first-message auth.
+		TicketParam         string        `mapstructure:"ticket_param"`
+		TicketTTL           time.Duration `mapstructure:"ticket_ttl"`
+		FirstMessageTimeout time.Duration `mapstructure:"first_message_timeout"`
 	} `mapstructure:"auth"`
+	Assertion struct {
+		KeyFile string `mapstructure:"key_file"`
+		Issuer  string `mapstructure:"issuer"`
+	} `mapstructure:"assertion"`
 	Limits struct {
 		MaxConnections             int           `mapstructure:"max_connections"`
 		MaxConnectionsPerUser      int           `mapstructure:"max_connections_per_user"`
@@ -75,6 +83,7 @@ type fileConfig struct {
 		IdleTimeout                time.Duration `mapstructure:"idle_timeout"`
 		FailedVerificationsPerIP   float64       `mapstructure:"failed_verifications_per_second_per_ip"`
 		PublishBytesPerSecond      float64       `mapstructure:"publish_bytes_per_second"`
+		MaxPendingAuth             int           `mapstructure:"max_pending_auth"`
 	} `mapstructure:"limits"`
 	Admin struct {
 		PublishToken string `mapstructure:"publish_token"`
@@ -88,6 +97,7 @@ type fileConfig struct {
 		Subscribe []string          `mapstructure:"subscribe"`
 		Publish   string            `mapstructure:"publish"`
 		Require   map[string]string `mapstructure:"require"`
+		Auth      string            `mapstructure:"auth"`
 		History   *struct {
 			Size            int           `mapstructure:"size"`
 			TTL             time.Duration `mapstructure:"ttl"`
@@ -130,6 +140,13 @@ var defaults = map[string]any{
 	"auth.subprotocol_prefix":  auth.DefaultSubprotocolPrefix,
 	"auth.cache_size":          auth.DefaultCacheSize,
 	"redis.url":                "",
+	// Issue 15: tickets, first-message auth, assertions.
+	"auth.ticket_param":          auth.DefaultTicketParam,
+	"auth.ticket_ttl":            auth.DefaultTicketTTL.String(),
+	"auth.first_message_timeout": proxy.DefaultFirstMessageTimeout.String(),
+	"limits.max_pending_auth":    proxy.DefaultMaxPendingAuth,
+	"assertion.key_file":         "",
+	"assertion.issuer":           auth.DefaultAssertionIssuer,
 
 	"limits.max_connections":                        proxy.DefaultMaxConnections,
 	"limits.max_connections_per_user":               proxy.DefaultMaxConnectionsPerUser,
@@ -166,7 +183,12 @@ type config struct {
 	Proxy               proxy.Config
 	Bridge              bridge.Config
 	Tracing             tracing.Config // observe.go
+	Tickets             auth.TicketConfig
+	Assertion           assertionConfig
 }
+
+// assertionConfig is the assertion section; KeyFile empty: no assertions.
+type assertionConfig struct{ KeyFile, Issuer string }
 
 // commonFlags are the flags serve, validate and demo share. Flags override
 // environment variables, which override the file.
@@ -295,13 +317,14 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 	cfg.Proxy.UpstreamTLS, tlsErrs = upstreamTLS(fc.UpstreamTLS.CAFile, fc.UpstreamTLS.CertFile, fc.UpstreamTLS.KeyFile, fc.UpstreamTLS.ServerName)
 	errs = append(errs, tlsErrs...)
 	for _, r := range fc.Routes {
-		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require}
+		route := proxy.Route{Path: r.Path, Upstream: r.Upstream, Subscribe: r.Subscribe, Publish: r.Publish, Require: r.Require, Auth: r.Auth}
 		if r.History != nil {
 			route.History = &proxy.History{Size: r.History.Size, TTL: r.History.TTL,
 				MaxMessageBytes: r.History.MaxMessageBytes, MaxReplayBytes: r.History.MaxReplayBytes}
 		}
 		cfg.Proxy.Routes = append(cfg.Proxy.Routes, route)
 	}
+	errs = append(errs, ticketsAndAssertion(cfg, a.TicketParam, a.TicketTTL, a.FirstMessageTimeout, lim.MaxPendingAuth, fc.Assertion.KeyFile, fc.Assertion.Issuer)...)
 	errs = append(errs, prefixed("", cfg.Proxy.Validate())...)
 	errs = append(errs, decodeTracing(v, cfg)...) // observability hook (observe.go)
 	cfg.Bridge = bridge.Config{URL: fc.Redis.URL, Durable: cfg.Proxy.Durable()}
@@ -433,7 +456,7 @@ func unknownKeys(v *viper.Viper) []string {
 		known[k] = true
 	}
 	known["routes"] = true
-	routeKeys := map[string]bool{"path": true, "upstream": true, "subscribe": true, "publish": true, "require": true, "history": true}
+	routeKeys := map[string]bool{"path": true, "upstream": true, "subscribe": true, "publish": true, "require": true, "history": true, "auth": true}
 	for _, k := range v.AllKeys() {
 		if known[k] {
 			continue

@@ -46,6 +46,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 	v.Set("routes", []map[string]any{
 		{"path": "/ws/chat", "upstream": "ws://" + upLn.Addr().String() + "/ws/chat"},
+		// The same chat, for clients that send their token as their first message.
+		{"path": "/ws/assistant", "upstream": "ws://" + upLn.Addr().String() + "/ws/chat", "auth": "first_message"},
 		{"path": "/ws/ai/stream/{session}", "subscribe": []string{"ai:stream:{session}"}, "require": map[string]string{"session": "sid"}},
 		{"path": "/ws/ai/durable/{session}", "subscribe": []string{"ai:durable:{session}"}, "require": map[string]string{"session": "sid"},
 			"history": map[string]any{"size": 1000, "ttl": "10m"}},
@@ -65,6 +67,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
   page:      http://%[1]s/
   chat:      ws://%[1]s/ws/chat?token=%[2]s
   ai stream: ws://%[1]s/ws/ai/stream/demo?token=%[2]s
+  ticket:    curl -X POST http://%[1]s/auth/ticket -H 'Authorization: Bearer %[2]s'   (then ?ticket=...)
   publish:   curl -X POST 'http://%[1]s/demo/ask?session=demo' -d 'what is revenue'
   metrics:   http://%[3]s/metrics
   (dev token for user alice, tenant demo, valid 24h; the demo secret is public: never use it elsewhere)

@@ -97,7 +97,10 @@ type gateway struct {
 	hub      *bridge.Hub
 	handler  *proxy.Handler
 	shared   *limit.Redis // nil without redis.url
-	public   *http.Server
+	// runTickets keeps the Redis ticket store connected; nil without
+	// redis.url.
+	runTickets func(context.Context) error
+	public     *http.Server
 	admin    *http.Server
 }
 
@@ -124,6 +127,11 @@ func newGateway(cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridg
 		}
 		gw.handler.ShareLimits(gw.shared)
 	}
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/", adminHandler(gw.verifier, gw.handler, gw.hub, reg, cfg.Proxy.MaxMessageBytes, cfg.PublishToken))
+	if gw.runTickets, err = useTickets(cfg, gw.handler, adminMux); err != nil { // tickets.go: /auth/ticket, assertions, JWKS
+		return nil, err
+	}
 	if extras != nil {
 		if err := extras(gw.handler, gw.hub); err != nil {
 			return nil, err
@@ -140,7 +148,7 @@ func newGateway(cfg *config, log *zap.Logger, extras func(*proxy.Handler, *bridg
 	// The admin listener is for probes, scrapes and producers inside the
 	// pod or cluster: every phase of a request is bounded.
 	gw.admin = &http.Server{
-		Handler:           adminHandler(gw.verifier, gw.handler, gw.hub, reg, cfg.Proxy.MaxMessageBytes, cfg.PublishToken),
+		Handler:           adminMux,
 		ReadHeaderTimeout: AdminReadHeaderTimeout,
 		ReadTimeout:       AdminReadTimeout,
 		WriteTimeout:      AdminWriteTimeout,
@@ -165,7 +173,7 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 		return err
 	}
 	defer stopTracing()
-	verifier, hub, handler, shared, public, admin := gw.verifier, gw.hub, gw.handler, gw.shared, gw.public, gw.admin
+	verifier, hub, handler, shared, runTickets, public, admin := gw.verifier, gw.hub, gw.handler, gw.shared, gw.runTickets, gw.public, gw.admin
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -180,7 +188,7 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	runCtx, runCancel := context.WithCancel(context.Background())
 	defer runCancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -194,6 +202,9 @@ func serve(ctx context.Context, unsignal func(), cfg *config, log *zap.Logger, e
 	start("bridge", func() error { return hub.Run(runCtx) })
 	if shared != nil {
 		start("limit", func() error { return shared.Run(runCtx) })
+	}
+	if runTickets != nil {
+		start("tickets", func() error { return runTickets(runCtx) })
 	}
 	start("listen", func() error { return public.Serve(pubLn) })
 	start("admin_listen", func() error { return admin.Serve(adminLn) })

@@ -22,6 +22,10 @@ const (
 	Forbidden       websocket.StatusCode = 4003
 	SlowConsumer    websocket.StatusCode = 4008
 	SubscriptionGap websocket.StatusCode = 4009
+	// First-message auth (routes with auth: first_message): the socket is
+	// open before the token is known, so a refusal is a close, not a status.
+	Unauthorized websocket.StatusCode = 4401
+	AccessDenied websocket.StatusCode = 4403
 )
 
 // Action is what a well-behaved client does after a close.
@@ -34,6 +38,7 @@ const (
 	RefreshToken Action = "fetch a new token, reconnect at once"
 	Refetch      Action = "reconnect with backoff, refetch state"
 	None         Action = "no reconnect (unless configured)"
+	Reauth       Action = "fetch a new token, reconnect with backoff"
 )
 
 // Entry documents one close code.
@@ -59,6 +64,8 @@ var Table = []Entry{
 	{Forbidden, "route does not accept client messages", "a client message on a route with neither upstream nor publish", Stop},
 	{SlowConsumer, "slow consumer", "the client could not keep up with its subscriptions; its queue overflowed", Backoff},
 	{SubscriptionGap, "subscription interrupted", "Redis reconnected while the client was subscribed: messages in the gap may be lost", Refetch},
+	{Unauthorized, "auth failed: no auth message in time", "first-message auth: no auth message within auth.first_message_timeout, a message that is not {\"type\":\"auth\",\"token\":...}, or a missing, bad or expired token (the reason says which: \"auth failed: token expired\")", Reauth},
+	{AccessDenied, "token does not grant this path", "first-message auth: the token is valid but a require rule refuses the path", Stop},
 }
 
 // Lookup returns the entry for code, if wsgate sends it on its own account.

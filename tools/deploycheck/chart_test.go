@@ -452,6 +452,12 @@ func TestChartRejectsBadValues(t *testing.T) {
 			"publishToken.value must be at least 16 bytes",
 		},
 		"publish token key empty": {[]string{"--set", "publishToken.key="}, "/publishToken/key"},
+		"assertion key inline": {
+			[]string{"-f", valuesFile("config:\n  assertion:\n    key_file: \"-----BEGIN PRIVATE KEY-----\\nMC4C\"\n")}, "/config/assertion/key_file",
+		},
+		"bad route auth": {
+			[]string{"-f", valuesFile("config:\n  routes:\n    - {path: /ws/chat, upstream: ws://a:1, auth: token}\n")}, "/config/routes/0/auth",
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -39,8 +39,25 @@ export interface BackoffOptions {
 export interface ConnectOptions {
   /** ws:, wss:, http:, https: or a path relative to the page (http maps to ws). */
   url: string | URL;
-  /** The JWT, or a function called before every connection attempt that returns one. */
-  token: string | (() => string | Promise<string>);
+  /**
+   * The JWT, or a function called before every connection attempt that returns one. Optional with
+   * `ticket` (a cookie may carry the token to the ticket endpoint instead).
+   */
+  token?: string | (() => string | Promise<string>);
+  /**
+   * One-time connection tickets, fetched before every connection attempt so the JWT never appears in a
+   * URL: a function returning a ticket, or the URL of wsgate's `POST /auth/ticket` (called with the token
+   * as `Authorization: Bearer` and `credentials: 'include'`). The socket then carries `?ticket=`.
+   */
+  ticket?: string | URL | (() => string | Promise<string>);
+  /** Query parameter carrying the ticket (wsgate's auth.ticket_param). Defaults to 'ticket'. */
+  ticketParam?: string;
+  /**
+   * 'handshake' (default): the token or ticket travels with the upgrade. 'first-message': for routes
+   * with `auth: first_message`; the socket opens without a token, the client sends
+   * {"type":"auth","token":...} and the connection is `open` once wsgate acknowledges it.
+   */
+  auth?: 'handshake' | 'first-message';
   /** How the token travels: ?token= (default) or a Sec-WebSocket-Protocol entry. */
   carrier?: 'query' | 'subprotocol';
   /** The application's own subprotocols. */
@@ -72,6 +89,9 @@ export interface StateEvent {
   attempt?: number;
   /** reconnecting: ms until the next attempt (0 after 4001). */
   delay?: number;
+  /** open after first-message auth: the identity wsgate verified. */
+  user?: string;
+  tenant?: string;
 }
 
 export interface MessageInfo {

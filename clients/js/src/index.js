@@ -30,6 +30,8 @@ export const closeActions = Object.freeze({
   4003: 'stop', // forbidden, e.g. the route takes no client messages
   4008: 'backoff', // slow consumer
   4009: 'refetch', // subscription interrupted: messages may be lost
+  4401: 'backoff', // first-message auth failed: a new token is asked for before the retry
+  4403: 'stop', // first-message auth: the token does not grant this path
 });
 
 /** closeAction returns what the client does after a close with code. */
@@ -69,6 +71,9 @@ export class Connection {
   #carrier;
   #protocols;
   #queryParam;
+  #ticket; // a function returning a ticket, or the ticket endpoint's URL; undefined: no tickets
+  #ticketParam;
+  #firstMessage;
   #backoff;
   #queueLimit;
   #resume;
@@ -87,6 +92,8 @@ export class Connection {
   #queue = [];
   #position; // last wsgate.message pos, when resume is on
   #stopped = false;
+  #authToken = null; // first-message auth: the token to send once the socket opens
+  #awaitingAck = false; // first-message auth: sent, wsgate.auth not yet received
 
   constructor(options = {}) {
     const {
@@ -95,6 +102,9 @@ export class Connection {
       carrier = 'query',
       protocols = [],
       queryParam = 'token',
+      ticket,
+      ticketParam = 'ticket',
+      auth = 'handshake',
       backoff = {},
       queueLimit = DEFAULT_QUEUE_LIMIT,
       resume = false,
@@ -104,8 +114,20 @@ export class Connection {
     if (typeof url !== 'string' && !(url instanceof URL)) {
       throw new TypeError('wsgate: url is required');
     }
-    if (typeof token !== 'string' && typeof token !== 'function') {
+    if (token !== undefined && typeof token !== 'string' && typeof token !== 'function') {
       throw new TypeError('wsgate: token must be a string or a function returning one');
+    }
+    if (ticket !== undefined && typeof ticket !== 'function' && typeof ticket !== 'string' && !(ticket instanceof URL)) {
+      throw new TypeError('wsgate: ticket must be a function returning a ticket, or the URL of the ticket endpoint');
+    }
+    if (auth !== 'handshake' && auth !== 'first-message') {
+      throw new TypeError(`wsgate: auth must be 'handshake' or 'first-message', not ${auth}`);
+    }
+    if (auth === 'first-message' && (token === undefined || ticket !== undefined)) {
+      throw new TypeError("wsgate: auth 'first-message' sends the token itself: pass token, not ticket");
+    }
+    if (token === undefined && ticket === undefined) {
+      throw new TypeError('wsgate: token or ticket is required');
     }
     if (carrier !== 'query' && carrier !== 'subprotocol') {
       throw new TypeError(`wsgate: carrier must be 'query' or 'subprotocol', not ${carrier}`);
@@ -130,6 +152,9 @@ export class Connection {
     this.#carrier = carrier;
     this.#protocols = typeof protocols === 'string' ? [protocols] : [...protocols];
     this.#queryParam = queryParam;
+    this.#ticket = ticket instanceof URL ? ticket.href : ticket;
+    this.#ticketParam = ticketParam;
+    this.#firstMessage = auth === 'first-message';
     this.#backoff = b;
     this.#queueLimit = queueLimit;
     this.#resume = Boolean(resume);
@@ -226,23 +251,21 @@ export class Connection {
     if (this.#stopped) return;
     const generation = ++this.#generation;
     this.#emitState('connecting', { attempt: this.#retries });
-    let token;
+    let cred;
     try {
-      token = typeof this.#token === 'function' ? await this.#token() : this.#token;
-      if (typeof token !== 'string' || token === '') {
-        throw new TypeError('wsgate: token provider returned no token');
-      }
+      cred = await this.#credential();
     } catch (err) {
       if (generation !== this.#generation || this.#stopped) return;
       this.#emit('error', err);
-      this.#retry(1006, 'token provider failed', 'backoff');
+      this.#retry(1006, this.#ticket !== undefined ? 'ticket provider failed' : 'token provider failed', 'backoff');
       return;
     }
     if (generation !== this.#generation || this.#stopped) return;
 
     let ws;
     try {
-      ws = new this.#WebSocket(this.#socketURL(token), this.#socketProtocols(token));
+      this.#authToken = this.#firstMessage ? cred.token : null;
+      ws = new this.#WebSocket(this.#socketURL(cred), this.#socketProtocols(cred));
     } catch (err) {
       this.#emit('error', err);
       // Not err.message: a URL error would carry the token into the reason.
@@ -266,17 +289,39 @@ export class Connection {
     };
   }
 
-  #socketURL(token) {
+  /**
+   * credential asks for what the next socket authenticates with: a fresh
+   * ticket (from the ticket function, or POSTed for at the ticket endpoint
+   * with the token as a Bearer header and the page's cookies), or the token.
+   */
+  async #credential() {
+    let token;
+    if (this.#token !== undefined) {
+      token = typeof this.#token === 'function' ? await this.#token() : this.#token;
+      if (typeof token !== 'string' || token === '') {
+        throw new TypeError('wsgate: token provider returned no token');
+      }
+    }
+    if (this.#ticket === undefined) return { token };
+    const ticket = typeof this.#ticket === 'function' ? await this.#ticket() : await fetchTicket(this.#ticket, token);
+    if (typeof ticket !== 'string' || ticket === '') {
+      throw new TypeError('wsgate: ticket provider returned no ticket');
+    }
+    return { ticket };
+  }
+
+  #socketURL({ token, ticket }) {
     const u = new URL(this.#url, globalThis.location?.href);
     if (u.protocol === 'http:') u.protocol = 'ws:';
     else if (u.protocol === 'https:') u.protocol = 'wss:';
-    if (this.#carrier === 'query') u.searchParams.set(this.#queryParam, token);
+    if (ticket !== undefined) u.searchParams.set(this.#ticketParam, ticket);
+    else if (this.#carrier === 'query' && !this.#firstMessage) u.searchParams.set(this.#queryParam, token);
     if (this.#resume && this.#position !== undefined) u.searchParams.set('since', this.#position);
     return u.href;
   }
 
-  #socketProtocols(token) {
-    if (this.#carrier !== 'subprotocol') return this.#protocols;
+  #socketProtocols({ token, ticket }) {
+    if (this.#carrier !== 'subprotocol' || ticket !== undefined || this.#firstMessage) return this.#protocols;
     return [...this.#protocols, SUBPROTOCOL_PREFIX + base64url(token)];
   }
 
@@ -284,13 +329,25 @@ export class Connection {
     if (this.#ws !== ws) return;
     this.#openedAt = Date.now();
     this.#protocol = ws.protocol ?? '';
+    if (this.#authToken !== null) {
+      // First-message auth: open once wsgate acknowledges (#receive).
+      ws.send(JSON.stringify({ type: 'auth', token: this.#authToken }));
+      this.#authToken = null;
+      this.#awaitingAck = true;
+      return;
+    }
+    this.#ready(ws, {});
+  }
+
+  #ready(ws, detail) {
     const queued = this.#queue;
     this.#queue = [];
     for (const data of queued) ws.send(data);
-    this.#emitState('open', { attempt: this.#retries });
+    this.#emitState('open', { attempt: this.#retries, ...detail });
   }
 
   #closed(code, reason, wasClean) {
+    this.#awaitingAck = false;
     if (this.#openedAt && Date.now() - this.#openedAt >= STABLE_AFTER_MS) this.#retries = 0;
     this.#openedAt = 0;
     const action = closeAction(code);
@@ -329,6 +386,14 @@ export class Connection {
   }
 
   #receive(raw) {
+    if (this.#awaitingAck) {
+      const ack = typeof raw === 'string' ? parseJSON(raw) : undefined;
+      if (ack?.type === 'wsgate.auth' && ack.ok === true) {
+        this.#awaitingAck = false;
+        this.#ready(this.#ws, { user: ack.user, tenant: ack.tenant });
+      }
+      return; // nothing else arrives before the acknowledgement
+    }
     let data = raw;
     let json;
     let position;
@@ -392,6 +457,23 @@ export class Connection {
       }
     }
   }
+}
+
+/**
+ * fetchTicket POSTs to the ticket endpoint: the token (if any) as a Bearer
+ * header, the page's cookies with credentials: 'include' (a cross-origin
+ * endpoint must list the page in allowed_origins).
+ */
+async function fetchTicket(url, token) {
+  const headers = token === undefined ? {} : { Authorization: `Bearer ${token}` };
+  const res = await fetch(new URL(url, globalThis.location?.href), { method: 'POST', credentials: 'include', headers });
+  if (!res.ok) {
+    await res.body?.cancel();
+    // Not the body: it is the server's, and the status says enough.
+    throw new Error(`wsgate: ticket request failed with HTTP ${res.status}`);
+  }
+  const body = await res.json();
+  return body?.ticket;
 }
 
 function report(err) {

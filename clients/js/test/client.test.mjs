@@ -326,7 +326,7 @@ describe('close codes', () => {
       {
         1000: 'normal', 1001: 'backoff', 1002: 'stop', 1003: 'stop', 1005: 'normal', 1006: 'backoff',
         1007: 'stop', 1008: 'stop', 1009: 'stop', 1011: 'backoff', 1012: 'backoff', 1013: 'backoff',
-        1014: 'backoff', 4001: 'refresh', 4003: 'stop', 4008: 'backoff', 4009: 'refetch',
+        1014: 'backoff', 4001: 'refresh', 4003: 'stop', 4008: 'backoff', 4009: 'refetch', 4401: 'backoff', 4403: 'stop',
       },
     );
     assert.equal(closeAction(4999), 'backoff');
