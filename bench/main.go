@@ -176,9 +176,10 @@ func runBench(args []string) int {
 	}
 	res.Machine.NoFile = limit
 	if p.bigPairs < bigWanted {
-		res.Notes = append(res.Notes, fmt.Sprintf("The fd limit could not be raised above %d (a hard limit, and no CAP_SYS_RESOURCE to lift it), "+
-			"and one wsgate process needs two fds per pair: the big idle phase held %d pairs, not %d. "+
-			"Run as root, or with `ulimit -Hn 262144`, to hold %d.", limit, p.bigPairs, bigWanted, bigWanted))
+		res.Notes = append(res.Notes, fmt.Sprintf("The fd limit could not be raised above %d (the hard limit, and this process may not lift it: no CAP_SYS_RESOURCE), "+
+			"and one wsgate process needs two fds per pair: the big idle phase tried %d pairs, not %d. "+
+			"Where the hard limit is at least %d (`ulimit -Hn %d` as a user with CAP_SYS_RESOURCE, or LimitNOFILE=), the run tries %d.",
+			limit, p.bigPairs, bigWanted, wantNoFile, wantNoFile, bigWanted))
 	}
 	res.Machine.Redis = redisVersion()
 	idle := idlePercent(time.Second)
@@ -436,8 +437,8 @@ func (r *runner) evaluate() {
 		sec := "latency " + sz + ", 1 conn"
 		for _, q := range []string{"p50", "p99"} {
 			rn, rh := ratio(sec, q+" RTT", "wsgate", "nginx"), ratio(sec, q+" RTT", "wsgate", "haproxy")
-			goal(q+" RTT "+sz+" ≤ 1.0× nginx", rn, 1, true, fmt.Sprintf("%.2f× nginx (%.0f vs %.0f µs)", rn, med(sec, q+" RTT", "wsgate"), med(sec, q+" RTT", "nginx")))
-			goal(q+" RTT "+sz+" ≤ 1.0× HAProxy", rh, 1, true, fmt.Sprintf("%.2f× HAProxy (%.0f vs %.0f µs)", rh, med(sec, q+" RTT", "wsgate"), med(sec, q+" RTT", "haproxy")))
+			goal(q+" RTT "+sz+" ≤ 1.0× nginx", rn, 1, true, fmt.Sprintf("%.2f× nginx (medians %.0f vs %.0f µs)", rn, med(sec, q+" RTT", "wsgate"), med(sec, q+" RTT", "nginx")))
+			goal(q+" RTT "+sz+" ≤ 1.0× HAProxy", rh, 1, true, fmt.Sprintf("%.2f× HAProxy (medians %.0f vs %.0f µs)", rh, med(sec, q+" RTT", "wsgate"), med(sec, q+" RTT", "haproxy")))
 		}
 	}
 	load := fmt.Sprintf("closed loop, %d conns, 1 KiB", r.p.loadConns)
@@ -473,18 +474,17 @@ func (r *runner) evaluate() {
 	}
 	if n, ok := res.Extra["big_pairs_target"]; ok {
 		opened, active := res.Extra["big_pairs_opened"], res.Extra["big_pairs_active"]
-		gi := Goal{Goal: fmt.Sprintf("%.0f idle pairs held by one wsgate process, RSS reported", n),
-			Measured: fmt.Sprintf("%.0f opened, %.0f active; RSS %.0f MiB (%.1f KiB per pair, %.2f goroutines per pair)",
-				opened, active, res.Extra["big_wsgate_rss_mib"], res.Extra["big_wsgate_rss_kib_per_pair"], res.Extra["big_wsgate_goroutines_per_pair"])}
-		gi.Met = opened == n && active == n
-		if gi.Met {
-			gi.By = "held"
-		} else {
-			gi.By = fmt.Sprintf("%.0f pairs short", n-min(opened, active))
-		}
-		if n < 50000 {
-			gi.Met = false
-			gi.By = fmt.Sprintf("not tried: %.0f pairs held (quick run, or the fd limit; see the notes), %.0f short of 50,000", min(opened, active), 50000-min(opened, active))
+		held := min(opened, active)
+		gi := Goal{Goal: "50,000 idle pairs held by one wsgate process, RSS reported",
+			Measured: fmt.Sprintf("%.0f tried, %.0f opened, %.0f active; RSS %.0f MiB (%.1f KiB per pair, %.2f goroutines per pair)",
+				n, opened, active, res.Extra["big_wsgate_rss_mib"], res.Extra["big_wsgate_rss_kib_per_pair"], res.Extra["big_wsgate_goroutines_per_pair"])}
+		switch {
+		case held >= 50000:
+			gi.Met, gi.By = true, "held"
+		case held == n:
+			gi.By = fmt.Sprintf("not reached: only %.0f tried (quick run, or the fd limit: see the notes), and all held", n)
+		default:
+			gi.By = fmt.Sprintf("%.0f of %.0f tried pairs held", held, n)
 		}
 		res.Goals = append(res.Goals, gi)
 	}

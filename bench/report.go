@@ -298,8 +298,8 @@ func (r *Results) costTable(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.0f | %.2f | %s | %s |\n", t, kib, gib, pods, gib/pods, gor, storm)
 	}
 	if v, ok := r.Extra["big_wsgate_rss_kib_per_pair"]; ok && v > 0 {
-		fmt.Fprintf(w, "\nAt the big idle phase's own figure (%.1f KiB per pair with %.0f pairs held), 1M pairs are %.1f GiB of wsgate RSS.\n",
-			v, perPod, v*million/(1<<20))
+		fmt.Fprintf(w, "\nAt the big idle phase's own figure (%.1f KiB per pair with %.0f pairs held by one process), 1M pairs are %.1f GiB of wsgate RSS.\n",
+			v, r.Extra["big_pairs_opened"], v*million/(1<<20))
 	}
 }
 
@@ -468,6 +468,17 @@ func rerender(dir string) error {
 			}
 		}
 	}
+	// The targets are judged again, so a change to how they are judged
+	// or worded shows without a new run.
+	p := fullParams
+	if r.Quick {
+		p = quickParams
+	}
+	if n, ok := r.Extra["big_pairs_target"]; ok {
+		p.bigPairs = int(n)
+	}
+	r.Goals = nil
+	(&runner{p: p, res: &r}).evaluate()
 	if err := r.writeREADME(filepath.Join(dir, "README.md")); err != nil {
 		return err
 	}
