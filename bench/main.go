@@ -166,7 +166,9 @@ func runBench(args []string) int {
 		}
 	}
 	if e.haproxy != "" {
-		res.Machine.HAProxy = strings.TrimPrefix(binaryVersion(e.haproxy, "-v"), "HAProxy version ")
+		if f := strings.Fields(strings.TrimPrefix(binaryVersion(e.haproxy, "-v"), "HAProxy version ")); len(f) > 0 {
+			res.Machine.HAProxy = f[0] // "2.6.12-1+deb12u4", without the build date and URL
+		}
 	}
 	if e.traefik != "" {
 		res.Machine.Traefik = strings.TrimSpace(strings.TrimPrefix(binaryVersion(e.traefik, "version"), "Version:"))

@@ -373,7 +373,7 @@ when installed), **haproxy** (Debian's HAProxy, 2 threads, `+"`mode http`"+`, th
 JWT verification on, `+"`log_level: warn`"+`, limits on but set far above the load, heartbeat 30s). The load generator is
 one Go program (coder/websocket) for every target.
 The echo upstream is a separate process (`+"`bench upstream`"+`). Each figure is sampled in rounds that
-interleave the targets (A B C D, A B C D, …); the table shows the median over rounds, and each ratio is
+interleave the targets (A B C D, B C D A, …); the table shows the median over rounds, and each ratio is
 the median of the per-round ratios wsgate/baseline. Proxy CPU is utime+stime from `+"`/proc/PID/stat`"+`
 (nginx: master + workers). Idle memory is the VmRSS growth over the process's own idle baseline, with a fresh
 upstream and proxy per round. Syscalls per message come from `+"`perf stat -e raw_syscalls:sys_enter -p PID`"+`
