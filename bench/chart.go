@@ -20,6 +20,8 @@ var targetColors = map[string]color.RGBA{
 	"nginx":   {44, 160, 44, 255},
 	"wsgate":  {214, 39, 40, 255},
 	"rueidis": {148, 103, 189, 255},
+	"haproxy": {23, 190, 207, 255},
+	"traefik": {140, 86, 75, 255},
 	"echo":    {255, 160, 60, 255},
 }
 
@@ -93,9 +95,9 @@ func writeChart(r *Results, path string) error {
 		c.text(lx0-8-textWidth(lbl, 1), y+4, lbl, black, 1)
 	}
 	c.text((lx0+lx1)/2-60, ly1+40, "round trip, us (axis ends past the slowest p99)", black, 1)
-	legendY := ly1 - 90
+	legendY := ly1 - 126
 	c.text(lx1-260, legendY-20, "all rounds pooled:", black, 1)
-	for _, t := range []string{"direct", "relay", "nginx", "wsgate"} {
+	for _, t := range []string{"direct", "relay", "nginx", "haproxy", "traefik", "wsgate"} {
 		s, ok := r.CDF[t]
 		if !ok || len(s) == 0 {
 			continue
@@ -143,7 +145,7 @@ func writeChart(r *Results, path string) error {
 	}
 	var bars []bar
 	if idle != nil {
-		for _, t := range []string{"relay", "nginx", "wsgate"} {
+		for _, t := range []string{"relay", "nginx", "haproxy", "traefik", "wsgate"} {
 			if v, ok := idle.Median[t]; ok {
 				bars = append(bars, bar{t, v, targetColors[t]})
 			}
@@ -154,7 +156,14 @@ func writeChart(r *Results, path string) error {
 			bars = append(bars, bar{"echo upstream", v, targetColors["echo"]})
 		}
 	}
-	var ymax float64 = 16
+	// The target line: HAProxy's median (issue #14), else the old 16 KiB.
+	goalKiB, goalLabel := 16.0, "goal: 16 KiB"
+	if idle != nil {
+		if v, ok := idle.Median["haproxy"]; ok && !math.IsNaN(v) {
+			goalKiB, goalLabel = v, fmt.Sprintf("target: HAProxy %.1f KiB", v)
+		}
+	}
+	ymax := goalKiB
 	for _, b := range bars {
 		ymax = math.Max(ymax, b.v)
 	}
@@ -166,15 +175,14 @@ func writeChart(r *Results, path string) error {
 		c.text(rx0-8-textWidth(lbl, 1), y+4, lbl, black, 1)
 	}
 	c.text(rx0-38, ry0+22, "KiB", black, 1)
-	// The 16 KiB goal line.
-	gy := ry1 - int(16/ymax*float64(ry1-ry0))
+	gy := ry1 - int(goalKiB/ymax*float64(ry1-ry0))
 	for x := rx0; x < rx1; x += 12 {
 		c.rect(x, gy, x+6, gy+2, color.RGBA{0, 0, 0, 255})
 	}
-	for x := rx1 - 150; x < rx1-120; x += 12 {
+	for x := rx1 - 230; x < rx1-200; x += 12 {
 		c.rect(x, ry0+16, x+6, ry0+18, black)
 	}
-	c.text(rx1-112, ry0+21, "goal: 16 KiB", black, 1)
+	c.text(rx1-192, ry0+21, goalLabel, black, 1)
 	if n := len(bars); n > 0 {
 		slot := (rx1 - rx0) / n
 		for i, b := range bars {

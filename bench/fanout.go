@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -108,9 +113,12 @@ func fanMessage(seq int64) string {
 	return s + strings.Repeat("x", fanPayload-len(s))
 }
 
-// publishWindow publishes to channel while the window allows, measuring
-// for dur after warm, then waits for the window to drain.
-func publishWindow(ctx context.Context, pub rueidis.Client, channel string, w *fanWindow, warm, dur time.Duration) (delivered int64, elapsed time.Duration, err error) {
+// publishFunc publishes one message to the fan-out's channel.
+type publishFunc func(ctx context.Context, msg string) error
+
+// publishWindow publishes while the window allows, measuring for dur after
+// warm, then waits for the window to drain.
+func publishWindow(ctx context.Context, publish publishFunc, w *fanWindow, warm, dur time.Duration) (delivered int64, elapsed time.Duration, err error) {
 	var seq atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -130,8 +138,7 @@ func publishWindow(ctx context.Context, pub rueidis.Client, channel string, w *f
 					w.sem <- struct{}{}
 					return
 				}
-				m := fanMessage(seq.Add(1))
-				if err := pub.Do(ctx, pub.B().Publish().Channel(channel).Message(m).Build()).Error(); err != nil {
+				if err := publish(ctx, fanMessage(seq.Add(1))); err != nil {
 					errc <- err
 					return
 				}
@@ -163,9 +170,43 @@ func publishWindow(ctx context.Context, pub rueidis.Client, channel string, w *f
 	return delivered, elapsed, nil
 }
 
+// publishHTTP is a keep-alive client for the two HTTP publish APIs.
+var publishHTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	Proxy:               nil,
+	MaxIdleConnsPerHost: 16,
+	DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+}}
+
+// postPublish sends one publish request and checks the answer: want is
+// the expected status, and a body containing `"error"` is a failure
+// (Centrifugo reports errors with 200).
+func postPublish(ctx context.Context, url string, hdr map[string]string, body string, want int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := publishHTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want || strings.Contains(string(b), `"error"`) {
+		return fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
 // fanout compares rueidis publish→receive alone with publish→Redis→wsgate
-// →WebSocket client, for 1 subscriber and for fanClients subscribers.
-func (r *runner) fanout(gw *target, redisAddr string) error {
+// →WebSocket client for 1 subscriber, and, for fanClients subscribers,
+// wsgate (Redis PUBLISH and its POST /publish) with Centrifugo (its HTTP
+// API), both on the same redis-server. One client program reads both: the
+// subscriber side differs only in the handshake (Centrifugo's connect and
+// subscribe commands) and in unwrapping Centrifugo's push envelope.
+func (r *runner) fanout(gw, cf *target, redisAddr string) error {
 	ctx := context.Background()
 	opt := rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true}
 	pub, err := rueidis.NewClient(opt)
@@ -189,15 +230,21 @@ func (r *runner) fanout(gw *target, redisAddr string) error {
 	rateN := newMetric(many, "deliveries/s", "1/s", false)
 	p50N := newMetric(many, "p50 publish→receive", "ms", true)
 	p99N := newMetric(many, "p99 publish→receive", "ms", true)
-	cpuN := newMetric(many, "wsgate CPU", "% of a core", true)
+	cpuN := newMetric(many, "server CPU", "% of a core", true)
 
 	type fanCase struct {
 		name    string
 		metrics [3]*Metric
 		subs    int
 		window  int
-		channel string
+		server  *target // whose CPU is measured; nil: none
+		publish publishFunc
 		attach  func(w *fanWindow) (detach func(), err error)
+	}
+	redisPublish := func(channel string) publishFunc {
+		return func(ctx context.Context, msg string) error {
+			return pub.Do(ctx, pub.B().Publish().Channel(channel).Message(msg).Build()).Error()
+		}
 	}
 	rueidisAttach := func(w *fanWindow) (func(), error) {
 		dc, release := sub.Dedicate()
@@ -217,20 +264,32 @@ func (r *runner) fanout(gw *target, redisAddr string) error {
 			flush()
 		}, nil
 	}
-	wsAttach := func(ch string, subs int) func(w *fanWindow) (func(), error) {
+	attach := func(open func() ([]*websocket.Conn, error), centrifugo bool) func(w *fanWindow) (func(), error) {
 		return func(w *fanWindow) (func(), error) {
-			conns, err := openStreamConns(ctx, gw, ch, tok, subs)
+			conns, err := open()
 			if err != nil {
 				return nil, err
 			}
-			wait := readAll(ctx, conns, w)
+			wait := readAll(ctx, conns, w, centrifugo)
 			return func() { closeAll(conns); wait() }, nil
 		}
 	}
+	wsAttach := func(ch string, subs int) func(w *fanWindow) (func(), error) {
+		return attach(func() ([]*websocket.Conn, error) { return openStreamConns(ctx, gw, ch, tok, subs) }, false)
+	}
 	cases := []fanCase{
-		{"rueidis", [3]*Metric{rate1, p50_1, p99_1}, 1, 64, "bench:base", rueidisAttach},
-		{"wsgate", [3]*Metric{rate1, p50_1, p99_1}, 1, 64, "bench:one", wsAttach("one", 1)},
-		{"wsgate", [3]*Metric{rateN, p50N, p99N}, n, 4, "bench:many", wsAttach("many", n)},
+		{"rueidis", [3]*Metric{rate1, p50_1, p99_1}, 1, 64, nil, redisPublish("bench:base"), rueidisAttach},
+		{"wsgate", [3]*Metric{rate1, p50_1, p99_1}, 1, 64, gw, redisPublish("bench:one"), wsAttach("one", 1)},
+		{"wsgate", [3]*Metric{rateN, p50N, p99N}, n, 4, gw, redisPublish("bench:many"), wsAttach("many", n)},
+		{"wsgate POST /publish", [3]*Metric{rateN, p50N, p99N}, n, 4, gw, func(ctx context.Context, msg string) error {
+			return postPublish(ctx, gw.admin+"/publish?channel=bench:posted", nil, msg, http.StatusNoContent)
+		}, wsAttach("posted", n)},
+	}
+	if cf != nil {
+		cases = append(cases, fanCase{"centrifugo", [3]*Metric{rateN, p50N, p99N}, n, 4, cf, func(ctx context.Context, msg string) error {
+			body, _ := json.Marshal(map[string]string{"channel": "bench", "data": msg})
+			return postPublish(ctx, cf.admin+"/api/publish", map[string]string{"X-API-Key": centrifugoAPIKey}, string(body), http.StatusOK)
+		}, attach(func() ([]*websocket.Conn, error) { return openCentrifugoConns(ctx, cf, "bench", tok, n) }, true)})
 	}
 	for round := range r.p.rounds {
 		line := ""
@@ -240,9 +299,13 @@ func (r *runner) fanout(gw *target, redisAddr string) error {
 			if err != nil {
 				return fmt.Errorf("fan-out %s: %w", c.name, err)
 			}
-			cpu0 := cpuSeconds(gw.pids())
-			delivered, elapsed, err := publishWindow(ctx, pub, c.channel, w, 300*time.Millisecond, r.p.fanDur)
-			cpu := cpuSeconds(gw.pids()) - cpu0
+			var pids []int
+			if c.server != nil {
+				pids = c.server.pids()
+			}
+			cpu0 := cpuSeconds(pids)
+			delivered, elapsed, err := publishWindow(ctx, c.publish, w, 300*time.Millisecond, r.p.fanDur)
+			cpu := cpuSeconds(pids) - cpu0
 			detach()
 			if err != nil {
 				return fmt.Errorf("fan-out %s to %d: %w", c.name, c.subs, err)
@@ -269,4 +332,68 @@ func openStreamConns(ctx context.Context, gw *target, ch, tok string, n int) ([]
 	return dialAll(n, 16, func(int) (*websocket.Conn, error) {
 		return dialWS(ctx, gw.base+"/ws/stream/"+ch+"?token="+tok)
 	})
+}
+
+// openCentrifugoConns connects n clients to Centrifugo over its JSON
+// protocol: `connect` with the HS256 token, then `subscribe` to channel;
+// each is subscribed when it returns.
+func openCentrifugoConns(ctx context.Context, cf *target, channel, tok string, n int) ([]*websocket.Conn, error) {
+	connect, _ := json.Marshal(map[string]any{"id": 1, "connect": map[string]string{"token": tok}})
+	subscribe, _ := json.Marshal(map[string]any{"id": 2, "subscribe": map[string]string{"channel": channel}})
+	command := func(c *websocket.Conn, cmd []byte, id int) error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := c.Write(cctx, websocket.MessageText, cmd); err != nil {
+			return err
+		}
+		_, b, err := c.Read(cctx)
+		if err != nil {
+			return err
+		}
+		var reply struct {
+			ID    int             `json:"id"`
+			Error json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal(b, &reply); err != nil || reply.ID != id || reply.Error != nil {
+			return fmt.Errorf("centrifugo answered %.200s to %.200s (%v)", b, cmd, err)
+		}
+		return nil
+	}
+	return dialAll(n, 16, func(i int) (*websocket.Conn, error) {
+		c, err := dialWS(ctx, cf.base+cf.path)
+		if err != nil {
+			return nil, fmt.Errorf("centrifugo conn %d: %w", i, err)
+		}
+		if err := command(c, connect, 1); err != nil {
+			c.CloseNow()
+			return nil, fmt.Errorf("centrifugo conn %d connect: %w", i, err)
+		}
+		if err := command(c, subscribe, 2); err != nil {
+			c.CloseNow()
+			return nil, fmt.Errorf("centrifugo conn %d subscribe: %w", i, err)
+		}
+		return c, nil
+	})
+}
+
+// centrifugoData hands recv the data string of every publication in one
+// Centrifugo frame (newline-separated replies, a push's data a JSON string
+// that starts with the sequence and timestamp), and answers a server ping
+// (an empty reply) with a pong.
+func centrifugoData(ctx context.Context, c *websocket.Conn, frame []byte, recv func([]byte)) {
+	for len(frame) > 0 {
+		line := frame
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			line, frame = frame[:i], frame[i+1:]
+		} else {
+			frame = nil
+		}
+		if string(line) == "{}" {
+			c.Write(ctx, websocket.MessageText, []byte("{}"))
+			continue
+		}
+		if i := bytes.Index(line, []byte(`"data":"`)); i >= 0 {
+			recv(line[i+len(`"data":"`):])
+		}
+	}
 }

@@ -32,6 +32,7 @@ type params struct {
 	fanClients   int
 	holdPairs    int
 	holdDur      time.Duration
+	bigPairs     int // idle pairs held by one wsgate in the big idle phase
 }
 
 var fullParams = params{
@@ -41,6 +42,7 @@ var fullParams = params{
 	setupDur: 3 * time.Second, setupDialers: 8,
 	fanDur: 3 * time.Second, fanClients: 1000,
 	holdPairs: 9000, holdDur: 20 * time.Second,
+	bigPairs: 50000,
 }
 
 var quickParams = params{
@@ -50,6 +52,7 @@ var quickParams = params{
 	setupDur: 700 * time.Millisecond, setupDialers: 8,
 	fanDur: 700 * time.Millisecond, fanClients: 1000,
 	holdPairs: 2000, holdDur: 4 * time.Second,
+	bigPairs: 5000,
 }
 
 // runner runs the phases and collects Results.
@@ -328,8 +331,9 @@ func dialAll(n, dialers int, dial func(i int) (*websocket.Conn, error)) ([]*webs
 }
 
 // readAll runs one reader per connection, handing each message to the
-// window, until the connections close; the returned func waits for them.
-func readAll(ctx context.Context, conns []*websocket.Conn, w *fanWindow) (wait func()) {
+// window (unwrapped from Centrifugo's push envelopes when centrifugo is
+// set), until the connections close; the returned func waits for them.
+func readAll(ctx context.Context, conns []*websocket.Conn, w *fanWindow, centrifugo bool) (wait func()) {
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		recv, flush := w.receiver()
@@ -342,7 +346,11 @@ func readAll(ctx context.Context, conns []*websocket.Conn, w *fanWindow) (wait f
 				if err != nil {
 					return
 				}
-				recv(b)
+				if centrifugo {
+					centrifugoData(ctx, c, b, recv)
+				} else {
+					recv(b)
+				}
 			}
 		}()
 	}
@@ -366,7 +374,7 @@ func (r *runner) load(targets []*target) error {
 		conns int
 		size  int
 		dur   time.Duration
-	}{{r.p.loadConns, 64, r.p.loadDur}, {1, 1 << 20, r.p.bigDur}} {
+	}{{r.p.loadConns, 1 << 10, r.p.loadDur}, {1, 1 << 20, r.p.bigDur}} {
 		sec := fmt.Sprintf("closed loop, %d conns, %s", spec.conns, sizeName(spec.size))
 		var ms []*Metric
 		rate := newMetric(sec, "round trips/s", "1/s", false)
@@ -439,6 +447,10 @@ func (r *runner) startKind(kind string, up *upstream) (*target, error) {
 		return r.e.startRelay("idle-relay", up)
 	case "nginx":
 		return r.e.startNginx("idle-nginx", up)
+	case "haproxy":
+		return r.e.startHAProxy("idle-haproxy", up)
+	case "traefik":
+		return r.e.startTraefik("idle-traefik", up)
 	case "wsgate":
 		return r.e.startWsgate("idle-wsgate", wsgateOpts{upstream: up})
 	}

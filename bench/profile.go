@@ -169,7 +169,7 @@ func profileFanout(e *env, dir string, up *upstream, logf func(string, ...any)) 
 		return err
 	}
 	w := newFanWindow(n, 4)
-	waitReaders := readAll(ctx, conns, w)
+	waitReaders := readAll(ctx, conns, w, false)
 	var delivered int64
 	var elapsed time.Duration
 	var perr error
@@ -177,7 +177,9 @@ func profileFanout(e *env, dir string, up *upstream, logf func(string, ...any)) 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		delivered, elapsed, perr = publishWindow(ctx, pub, "bench:many", w, time.Second, 11*time.Second)
+		delivered, elapsed, perr = publishWindow(ctx, func(ctx context.Context, msg string) error {
+			return pub.Do(ctx, pub.B().Publish().Channel("bench:many").Message(msg).Build()).Error()
+		}, w, time.Second, 11*time.Second)
 	}()
 	time.Sleep(1500 * time.Millisecond)
 	logf("profiling CPU for 10s under fan-out 1→%d", n)

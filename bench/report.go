@@ -16,7 +16,7 @@ import (
 
 // baselines are the targets every other target is compared with, in the
 // order the table shows them.
-var baselines = []string{"direct", "relay", "nginx", "rueidis"}
+var baselines = []string{"direct", "relay", "nginx", "haproxy", "traefik", "rueidis", "centrifugo"}
 
 func isBaseline(t string) bool { return slices.Contains(baselines, t) }
 
@@ -81,6 +81,8 @@ type Goal struct {
 	Goal     string `json:"goal"`
 	Measured string `json:"measured"`
 	Met      bool   `json:"met"`
+	// By says by how much the target was met or missed.
+	By string `json:"by,omitempty"`
 }
 
 // Machine says where the numbers come from.
@@ -91,6 +93,10 @@ type Machine struct {
 	Go         string `json:"go"`
 	Nginx      string `json:"nginx,omitempty"`
 	Redis      string `json:"redis,omitempty"`
+	HAProxy    string `json:"haproxy,omitempty"`
+	Traefik    string `json:"traefik,omitempty"`
+	Centrifugo string `json:"centrifugo,omitempty"`
+	NoFile     uint64 `json:"rlimit_nofile,omitempty"`
 	IdleBefore string `json:"idle_cpu_before"`
 }
 
@@ -151,54 +157,149 @@ func fmtVal(v float64) string {
 	}
 }
 
-// table renders the medians as Markdown: one row per non-baseline target,
-// with the baselines' values and the target's ratio against each.
+// table renders the medians as Markdown, one table per section: the
+// baselines measured in that section as columns, one row per metric and
+// non-baseline target, with the target's value and its ratio (median of
+// per-round ratios) against each of those baselines.
 func (r *Results) table(w io.Writer) {
-	fmt.Fprintln(w, "| metric | unit | direct | relay | nginx | rueidis | wsgate | ×direct | ×relay | ×nginx | ×rueidis |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	var sections []string
+	bySection := map[string][]*Metric{}
 	for _, m := range r.Metrics {
-		cell := func(t string) string {
-			v, ok := m.Median[t]
-			if !ok {
-				return ""
-			}
-			return fmtVal(v)
+		if _, ok := bySection[m.Section]; !ok {
+			sections = append(sections, m.Section)
 		}
-		rows := 0
-		for _, t := range m.Targets {
-			if isBaseline(t) {
-				continue
-			}
-			rows++
-			label := m.Section + ": " + m.Name
-			if t != "wsgate" {
-				label += " (" + t + ")"
-			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |", label, m.Unit, cell("direct"), cell("relay"), cell("nginx"), cell("rueidis"), cell(t))
-			for _, b := range baselines {
-				if v, ok := m.Ratios[t][b]; ok {
-					fmt.Fprintf(w, " %.2f |", v)
-				} else {
-					fmt.Fprint(w, "  |")
+		bySection[m.Section] = append(bySection[m.Section], m)
+	}
+	for _, sec := range sections {
+		ms := bySection[sec]
+		var bs []string
+		for _, b := range baselines {
+			for _, m := range ms {
+				if _, ok := m.Rounds[b]; ok {
+					bs = append(bs, b)
+					break
 				}
 			}
-			fmt.Fprintln(w)
 		}
-		if rows == 0 { // baselines only (e.g. the upstream's own share)
-			fmt.Fprintf(w, "| %s: %s | %s | %s | %s | %s | %s |  |  |  |  |  |\n", m.Section, m.Name, m.Unit, cell("direct"), cell("relay"), cell("nginx"), cell("rueidis"))
+		fmt.Fprintf(w, "\n### %s\n\n| metric | unit |", sec)
+		for _, b := range bs {
+			fmt.Fprintf(w, " %s |", b)
+		}
+		fmt.Fprint(w, " value |")
+		for _, b := range bs {
+			fmt.Fprintf(w, " ×%s |", b)
+		}
+		fmt.Fprint(w, "\n|---|---|")
+		fmt.Fprint(w, strings.Repeat("--:|", 2*len(bs)+1))
+		fmt.Fprintln(w)
+		for _, m := range ms {
+			cell := func(t string) string {
+				v, ok := m.Median[t]
+				if !ok {
+					return ""
+				}
+				return fmtVal(v)
+			}
+			row := func(label, value string, ratios map[string]float64) {
+				fmt.Fprintf(w, "| %s | %s |", label, m.Unit)
+				for _, b := range bs {
+					fmt.Fprintf(w, " %s |", cell(b))
+				}
+				fmt.Fprintf(w, " %s |", value)
+				for _, b := range bs {
+					if v, ok := ratios[b]; ok && !math.IsNaN(v) {
+						fmt.Fprintf(w, " %.2f |", v)
+					} else {
+						fmt.Fprint(w, "  |")
+					}
+				}
+				fmt.Fprintln(w)
+			}
+			rows := 0
+			for _, t := range m.Targets {
+				if isBaseline(t) {
+					continue
+				}
+				rows++
+				row(m.Name+" ("+t+")", cell(t), m.Ratios[t])
+			}
+			if rows == 0 { // baselines only (e.g. the upstream's own share)
+				row(m.Name, "", nil)
+			}
 		}
 	}
 }
 
 func (r *Results) goalsTable(w io.Writer) {
-	fmt.Fprintln(w, "| goal | measured (medians) | met |")
-	fmt.Fprintln(w, "|---|---|---|")
+	fmt.Fprintln(w, "| target | measured (medians of per-round ratios) | met | by |")
+	fmt.Fprintln(w, "|---|---|---|---|")
 	for _, g := range r.Goals {
 		met := "**no**"
 		if g.Met {
 			met = "yes"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s |\n", g.Goal, g.Measured, met)
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", g.Goal, g.Measured, met, g.By)
+	}
+}
+
+// costTable puts the measured per-pair figures on paper for 1,000,000
+// proxied connections: process RSS (kernel socket memory comes on top, the
+// same for every proxy), pods at the pair count one wsgate process was
+// measured holding, and the CPU a full reconnect of every client costs.
+func (r *Results) costTable(w io.Writer) {
+	const million = 1e6
+	var idle, setup *Metric
+	for _, m := range r.Metrics {
+		if m.Name == "proxy RSS per pair" {
+			idle = m
+		}
+		if m.Name == "proxy CPU per connection" {
+			setup = m
+		}
+	}
+	if idle == nil {
+		fmt.Fprintln(w, "No idle-memory figures in this run.")
+		return
+	}
+	const perPod = 50000.0
+	fmt.Fprintf(w, "Pods are sized at %.0f pairs each (issue #14's per-process target; this run's big idle phase held %.0f in one\n", perPod, r.Extra["big_pairs_opened"])
+	fmt.Fprintln(w, "wsgate process), and the same count is assumed for the peers. Memory is the process RSS growth per idle pair (idle-phase")
+	fmt.Fprintln(w, "median) times the pairs; each process's own idle footprint (a few MiB) and the kernel's socket memory (two sockets per")
+	fmt.Fprintln(w, "pair, the same for every proxy) come on top.")
+	fmt.Fprintln(w, "Reconnect storm: every client reconnecting once, at the measured proxy CPU per new connection (HS256 token, cache cold for wsgate).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| proxy | KiB per idle pair | GiB RSS for 1M pairs | pods | GiB per pod | goroutines at 1M | core-seconds to reconnect 1M |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|")
+	pods := math.Ceil(million / perPod)
+	for _, t := range idle.Targets {
+		if t == "direct" {
+			continue
+		}
+		kib := idle.Median[t]
+		gib := kib * million / (1 << 20)
+		gor := "–"
+		if t == "wsgate" {
+			for _, m := range r.Metrics {
+				if m.Name == "proxy goroutines per pair" {
+					gor = fmt.Sprintf("%.0f", m.Median["wsgate"]*million)
+				}
+			}
+		}
+		storm := "–"
+		if setup != nil {
+			key := t
+			if t == "wsgate" {
+				key = "wsgate HS256 cold"
+			}
+			if us, ok := setup.Median[key]; ok {
+				storm = fmt.Sprintf("%.0f", us*million/1e6)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.0f | %.2f | %s | %s |\n", t, kib, gib, pods, gib/pods, gor, storm)
+	}
+	if v, ok := r.Extra["big_wsgate_rss_kib_per_pair"]; ok && v > 0 {
+		fmt.Fprintf(w, "\nAt the big idle phase's own figure (%.1f KiB per pair with %.0f pairs held by one process), 1M pairs are %.1f GiB of wsgate RSS.\n",
+			v, r.Extra["big_pairs_opened"], v*million/(1<<20))
 	}
 }
 
@@ -259,7 +360,7 @@ Generated by `+"`%s`"+` on %s. Do not edit by hand: `+"`make bench`"+` rewrites 
 ## Machine
 
 - CPUs: %d (`+"`nproc`"+`), model: %s
-- Kernel: %s; Go: %s; nginx: %s; redis-server: %s
+- Kernel: %s; Go: %s; nginx: %s; HAProxy: %s; Traefik: %s; Centrifugo: %s; redis-server: %s; fd limit: %d
 - Idle CPU just before the run: %s. Client, proxies, upstream and Redis all share these cores, so
   absolute numbers move with the machine's load; the ratios are taken round by round inside one run.
 
@@ -267,22 +368,35 @@ Generated by `+"`%s`"+` on %s. Do not edit by hand: `+"`make bench`"+` rewrites 
 
 Targets run side by side on loopback: **direct** (client ↔ echo upstream), **relay** (raw TCP relay
 copying both ways through a pooled buffer taken only while bytes are in flight: the floor for any user-space hop), **nginx** (2 workers, the same two injected headers,
-when installed), **wsgate** (the binary built from this tree, JWT verification on, `+"`log_level: warn`"+`, limits on but
-set far above the load, heartbeat 30s).
+when installed), **haproxy** (Debian's HAProxy, 2 threads, `+"`mode http`"+`, the same two injected headers), **traefik**
+(pinned, built by `+"`scripts/build-traefik.sh`"+`, one router, no middleware), **wsgate** (the binary built from this tree,
+JWT verification on, `+"`log_level: warn`"+`, limits on but set far above the load, heartbeat 30s). The load generator is
+one Go program (coder/websocket) for every target.
 The echo upstream is a separate process (`+"`bench upstream`"+`). Each figure is sampled in rounds that
-interleave the targets (A B C D, A B C D, …); the table shows the median over rounds, and each ratio is
+interleave the targets (A B C D, B C D A, …); the table shows the median over rounds, and each ratio is
 the median of the per-round ratios wsgate/baseline. Proxy CPU is utime+stime from `+"`/proc/PID/stat`"+`
 (nginx: master + workers). Idle memory is the VmRSS growth over the process's own idle baseline, with a fresh
 upstream and proxy per round. Syscalls per message come from `+"`perf stat -e raw_syscalls:sys_enter -p PID`"+`
 when perf is installed. The fan-out rows use a real `+"`redis-server`"+` and a publisher that keeps a fixed
 window of messages in flight; **rueidis** is a rueidis subscriber in the bench process with no WebSocket hop.
+**centrifugo** is Centrifugo (pinned, built by `+"`scripts/build-centrifugo.sh`"+`) with its Redis engine on the same
+redis-server; the same client program subscribes to it over its JSON protocol on `+"`/connection/websocket`"+`
+(`+"`connect`"+` with the same HS256 token, then `+"`subscribe`"+`, answering its pings) and to wsgate's channel route.
+wsgate is fed by Redis `+"`PUBLISH`"+` (its production path) and, for the like-for-like row, by its `+"`POST /publish`"+`;
+Centrifugo by its HTTP API `+"`/api/publish`"+`. Latency is from the publisher's timestamp inside the message to
+its arrival at each subscriber.
+The big idle phase holds the target count of idle pairs in one fresh wsgate process (fd limit raised; clients
+from several 127.0.0.x source addresses and pairs spread over several upstream processes, since one address
+pair has ~28k ephemeral ports; clients are raw upgraded sockets, so wsgate's heartbeat is 10 minutes there).
 
 ## Results
 
-`, r.Command, r.Date, r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, or(r.Machine.Nginx, "absent"), or(r.Machine.Redis, "absent"), r.Machine.IdleBefore)
+`, r.Command, r.Date, r.Machine.CPUs, r.Machine.Model, r.Machine.Kernel, r.Machine.Go, or(r.Machine.Nginx, "absent"), or(r.Machine.HAProxy, "absent"), or(r.Machine.Traefik, "absent"), or(r.Machine.Centrifugo, "absent"), or(r.Machine.Redis, "absent"), r.Machine.NoFile, r.Machine.IdleBefore)
 	r.table(&b)
-	fmt.Fprint(&b, "\n## Goals (issue #5)\n\n")
+	fmt.Fprint(&b, "\n## Targets (issue #14)\n\n")
 	r.goalsTable(&b)
+	fmt.Fprint(&b, "\n## 1M connections, on paper\n\n")
+	r.costTable(&b)
 	if len(r.Extra) > 0 {
 		fmt.Fprint(&b, "\n## Other figures\n\n")
 		keys := make([]string, 0, len(r.Extra))
@@ -354,6 +468,17 @@ func rerender(dir string) error {
 			}
 		}
 	}
+	// The targets are judged again, so a change to how they are judged
+	// or worded shows without a new run.
+	p := fullParams
+	if r.Quick {
+		p = quickParams
+	}
+	if n, ok := r.Extra["big_pairs_target"]; ok {
+		p.bigPairs = int(n)
+	}
+	r.Goals = nil
+	(&runner{p: p, res: &r}).evaluate()
 	if err := r.writeREADME(filepath.Join(dir, "README.md")); err != nil {
 		return err
 	}
