@@ -101,7 +101,7 @@ type gateway struct {
 	// redis.url.
 	runTickets func(context.Context) error
 	public     *http.Server
-	admin    *http.Server
+	admin      *http.Server
 }
 
 // newGateway builds wsgate from cfg without binding a port or dialling
