@@ -4,7 +4,7 @@ SHELL   := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build run test test-go test-fuzz test-deploy test-js fuzz soak bench lint deps
+.PHONY: build run test test-go test-fuzz test-deploy test-js test-gateway fuzz soak bench lint deps
 
 ## build: the static binary, exactly as the Dockerfile builds it.
 build:
@@ -15,7 +15,7 @@ run:
 	go run ./cmd/wsgate demo
 
 ## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser.
-test: deps lint test-go test-fuzz test-deploy test-js
+test: deps lint test-go test-fuzz test-deploy test-js test-gateway
 
 deps:
 	./scripts/deps.sh
@@ -32,6 +32,10 @@ test-deploy:
 
 test-js:
 	./scripts/test-js.sh
+
+## test-gateway: browser → Traefik (built once, cached) → wsgate → upstream, configured from deploy/traefik.
+test-gateway:
+	./scripts/test-gateway.sh
 
 fuzz:
 	./scripts/fuzz.sh $${FUZZTIME:-30s}
