@@ -27,8 +27,9 @@ bin="$cache/traefik"
 
 log() { echo "build-traefik: $*" >&2; }
 
-# Warm: the cached binary reports the pinned version.
-if [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q "Version: *${TRAEFIK_VERSION#v}\$"; then
+# Warm: the cached binary reports the pinned version. (Its output is read whole first: `grep -q`
+# would stop reading at the match, and the writer's SIGPIPE would fail the pipeline.)
+if [ -x "$bin" ] && [[ "$("$bin" version 2>/dev/null)" =~ Version:\ +${TRAEFIK_VERSION#v}($'\n'|$) ]]; then
   echo "$bin"
   exit 0
 fi
@@ -111,6 +112,15 @@ replace (
 
 // lego without the unserved DNS providers (step 3).
 replace github.com/go-acme/lego/v5 => ./lego
+
+// Imported by Traefik's dependencies but provided by no module in its graph: pinned here, at the
+// versions resolved when this script was written, so that tidy does not pick whatever is newest.
+require (
+	github.com/bytedance/gopkg v0.1.4
+	github.com/bytedance/sonic/loader v0.5.3
+	github.com/cloudwego/base64x v0.1.7
+	github.com/twitchyliquid64/golang-asm v0.15.1
+)
 
 // Copied from Traefik: tencentcloud's monorepo makes this version an ambiguous import.
 exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible

@@ -23,6 +23,8 @@ const browser = await chromium.launch({
     // app.example.com is the test's Traefik on loopback; its certificate is self-signed.
     '--host-resolver-rules=MAP app.example.com 127.0.0.1',
     '--ignore-certificate-errors',
+    // The page's address space is unknown (playwright serves it): let it reach loopback.
+    '--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights',
   ],
 });
 try {
