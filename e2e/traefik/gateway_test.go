@@ -3,6 +3,7 @@ package traefik_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -217,16 +218,8 @@ func directRefusal(t *testing.T, s *stack, pathAndQuery string, hdr http.Header)
 	if resp == nil {
 		t.Fatalf("direct dial: %v", err)
 	}
-	var b strings.Builder
-	buf := make([]byte, 1024)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return b.String()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
 
 // TestInflightPerClient: deploy/traefik's inFlightReq caps open sockets per client address. With
@@ -318,7 +311,7 @@ func TestForwardAuth(t *testing.T) {
 		}
 	})
 	t.Run("bad token", func(t *testing.T) {
-		before := len(s.bi.reqs)
+		before := s.bi.count()
 		status, body := s.get(t, "/api/reports/q3?token=not-a-jwt", nil)
 		if status != http.StatusUnauthorized || !strings.HasPrefix(body, "Unauthorized: ") {
 			t.Fatalf("%d %q, want 401 with wsgate's reason", status, body)
@@ -327,10 +320,7 @@ func TestForwardAuth(t *testing.T) {
 		if status != http.StatusUnauthorized {
 			t.Fatalf("no token: %d, want 401", status)
 		}
-		s.bi.mu.Lock()
-		after := len(s.bi.reqs)
-		s.bi.mu.Unlock()
-		if after != before {
+		if after := s.bi.count(); after != before {
 			t.Errorf("the backend saw %d refused requests", after-before)
 		}
 	})

@@ -249,6 +249,12 @@ func newRecorder(t *testing.T) *recorder {
 	return r
 }
 
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reqs)
+}
+
 func (r *recorder) last(t *testing.T) *http.Request {
 	t.Helper()
 	r.mu.Lock()
