@@ -4,7 +4,7 @@ SHELL   := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build run test test-go test-fuzz test-deploy test-js test-python test-observability demo-fastapi fuzz soak bench lint deps
+.PHONY: build run test test-go test-fuzz test-deploy test-js test-python test-observability test-gateway demo-fastapi fuzz soak bench lint deps
 
 ## build: the static binary, exactly as the Dockerfile builds it.
 build:
@@ -14,8 +14,8 @@ build:
 run:
 	go run ./cmd/wsgate demo
 
-## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser, Python, observability.
-test: deps lint test-go test-fuzz test-deploy test-js test-python test-observability
+## test: every suite: Go (race, goleak, real redis-server), charts and manifests, JS client and browser, Python, observability, Traefik gateway.
+test: deps lint test-go test-fuzz test-deploy test-js test-python test-observability test-gateway
 
 deps:
 	./scripts/deps.sh
@@ -44,6 +44,10 @@ test-python:
 ## test-observability: promtool check/test of the chart's alerts; a real Prometheus runs every dashboard query.
 test-observability:
 	./scripts/test-observability.sh
+
+## test-gateway: browser → Traefik (built once, cached) → wsgate → upstream, configured from deploy/traefik.
+test-gateway:
+	./scripts/test-gateway.sh
 
 fuzz:
 	./scripts/fuzz.sh $${FUZZTIME:-30s}

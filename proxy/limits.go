@@ -267,14 +267,19 @@ func (c *counters) release(user, tenant string) {
 	}
 }
 
-// clientAddr derives the client IP: the rightmost X-Forwarded-For entry
-// not in a trusted proxy range, when the peer itself is a trusted proxy.
+// clientAddr derives the client IP when the peer itself is a trusted proxy:
+// the rightmost X-Forwarded-For entry not in a trusted range or, when every
+// hop back to the first unparseable one is trusted, the leftmost of them.
+// That one is the original client, an intranet user inside a trusted range
+// (the default ranges are the private ones); keying on the peer instead
+// would put every such user in the gateway's one bucket.
 func clientAddr(r *http.Request, trusted []*net.IPNet) string {
 	peer := clientIP(r)
 	ip := net.ParseIP(peer)
 	if ip == nil || !inNets(ip, trusted) {
 		return peer
 	}
+	key := peer
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		h := net.ParseIP(strings.TrimSpace(hops[i]))
@@ -284,8 +289,9 @@ func clientAddr(r *http.Request, trusted []*net.IPNet) string {
 		if !inNets(h, trusted) {
 			return h.String()
 		}
+		key = h.String()
 	}
-	return peer
+	return key
 }
 
 func inNets(ip net.IP, nets []*net.IPNet) bool {

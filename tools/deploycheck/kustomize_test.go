@@ -44,6 +44,9 @@ func TestDeployFiles(t *testing.T) {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".yaml") {
 			return err
 		}
+		if traefikStatic[filepath.ToSlash(p[len(deploy)+1:])] {
+			return nil // Traefik's static configuration, not a Kubernetes object: TestTraefikStatic
+		}
 		if filepath.Base(p) != "kustomization.yaml" {
 			others = append(others, p)
 			return nil
@@ -188,7 +191,6 @@ func wsgateHeartbeat(t *testing.T, ms manifests) time.Duration {
 func TestKustomizeTraefik(t *testing.T) {
 	ms := kustomizeBuild(t, filepath.Join(repoRoot(t), "deploy", "traefik"))
 	svc := checkBase(t, ms)
-	heartbeat := wsgateHeartbeat(t, ms)
 
 	middlewares := map[string]bool{}
 	for _, o := range ms.all("Middleware") {
@@ -211,10 +213,20 @@ func TestKustomizeTraefik(t *testing.T) {
 			t.Errorf("IngressRoute uses missing Middleware %q", name)
 		}
 	}
+	// The transport bounds the handshake, not the upgraded socket (make test-gateway shows that
+	// against a real Traefik): wsgate's own handshake_timeout must fire first, so the client gets
+	// wsgate's status and reason rather than Traefik's 504.
 	st := ms.named(t, "ServersTransport", fieldString(t, ir, "spec", "routes", 0, "services", 0, "serversTransport"))
-	idle, err := time.ParseDuration(fieldString(t, st, "spec", "forwardingTimeouts", "idleConnTimeout"))
-	if err != nil || idle < time.Hour || idle <= heartbeat {
-		t.Errorf("ServersTransport idleConnTimeout %v (%v), want >= 1h and > heartbeat %v", idle, err, heartbeat)
+	rh, err := time.ParseDuration(fieldString(t, st, "spec", "forwardingTimeouts", "responseHeaderTimeout"))
+	if hs := wsgateHandshakeTimeout(t, ms); err != nil || rh <= hs {
+		t.Errorf("ServersTransport responseHeaderTimeout %v (%v), want above wsgate's handshake_timeout %v", rh, err, hs)
+	}
+
+	// inFlightReq without a sourceCriterion counts per Host header (everyone together); depth 1
+	// reads an X-Forwarded-For hop that is empty when Traefik is the edge (docs/deploy.md).
+	inflight := ms.named(t, "Middleware", "wsgate-inflight")
+	if depth, ok := field(inflight.Fields, "spec", "inFlightReq", "sourceCriterion", "ipStrategy", "depth"); !ok || depth != float64(0) {
+		t.Errorf("wsgate-inflight ipStrategy.depth %v, want 0 (the peer's address at the edge)", depth)
 	}
 
 	// ForwardAuth to wsgate's /auth/verify on the public port, passing identity headers on.
@@ -267,6 +279,12 @@ func TestKustomizeKong(t *testing.T) {
 			t.Errorf("Ingress uses missing KongPlugin %q", p)
 		}
 	}
+	// Kong's counterpart of Traefik's per-client budgets: the handshake limit keys on the client
+	// address (Kong at the edge: the peer), never on a header or a single shared bucket.
+	rl := ms.named(t, "KongPlugin", "wsgate-rate-limit")
+	if got := fieldString(t, rl, "config", "limit_by"); got != "ip" {
+		t.Errorf("rate-limiting limit_by %q, want ip", got)
+	}
 	// The logging plugin must not serialize the request object (request.url / request.querystring carry ?token=).
 	logp := ms.named(t, "KongPlugin", "wsgate-file-log")
 	if got := fieldString(t, logp, "config", "custom_fields_by_lua", "request"); got != "return nil" {
@@ -278,9 +296,9 @@ func TestKustomizeKong(t *testing.T) {
 func TestAccessLogNotes(t *testing.T) {
 	root := repoRoot(t)
 	cases := map[string][]string{
-		"deploy/traefik/kustomization.yaml": {"RequestPath: drop", "readTimeout: 3600s"},
+		"deploy/traefik/kustomization.yaml": {"traefik.yaml", "aliasHeadersStrategy: delete", "RequestPath: drop"},
 		"deploy/kong/kustomization.yaml":    {"nginx_http_log_format", "proxy_access_log: /dev/stdout wsgate_redacted", "$uri"},
-		"docs/deploy.md":                    {"RequestPath: drop", "KONG_PROXY_ACCESS_LOG", "KONG_NGINX_HTTP_LOG_FORMAT"},
+		"docs/deploy.md":                    {"RequestPath: drop", "aliasHeadersStrategy: delete", "X-Forwarded-Proto: wss", "KONG_PROXY_ACCESS_LOG", "KONG_NGINX_HTTP_LOG_FORMAT"},
 		"charts/wsgate/templates/NOTES.txt": {"RequestPath: drop", "KONG_NGINX_HTTP_LOG_FORMAT"},
 	}
 	for file, wants := range cases {
@@ -308,4 +326,68 @@ func toStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// traefikStatic lists the files under deploy/ that are Traefik static configuration.
+var traefikStatic = map[string]bool{"traefik/traefik.yaml": true}
+
+// TestTraefikStatic: the three static settings wsgate relies on (make test-gateway runs a real
+// Traefik with this file). readTimeout is left out: it does not reach an upgraded WebSocket.
+func TestTraefikStatic(t *testing.T) {
+	for rel := range traefikStatic {
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st map[string]any
+		if err := yaml.UnmarshalStrict(data, &st); err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		for path, want := range map[string]any{
+			"entryPoints.websecure.http.aliasHeadersStrategy": "delete",
+			"accessLog.fields.names.RequestPath":              "drop",
+			"accessLog.fields.headers.names.Authorization":    "drop",
+		} {
+			var keys []any
+			for _, k := range strings.Split(path, ".") {
+				keys = append(keys, k)
+			}
+			if got, _ := field(st, keys...); got != want {
+				t.Errorf("%s: %s = %v, want %v", rel, path, got, want)
+			}
+		}
+		if _, ok := field(st, "entryPoints", "websecure", "transport", "respondingTimeouts", "readTimeout"); ok {
+			t.Errorf("%s sets readTimeout; it does not apply to upgraded WebSockets (docs/deploy.md)", rel)
+		}
+	}
+}
+
+// wsgateHandshakeTimeout is limits.handshake_timeout of the manifests' wsgate config, or its default.
+func wsgateHandshakeTimeout(t *testing.T, ms manifests) time.Duration {
+	t.Helper()
+	for _, o := range ms.all("ConfigMap") {
+		cm := o.Typed.(*corev1.ConfigMap)
+		text, ok := cm.Data["config.yaml"]
+		if !ok {
+			continue
+		}
+		var cfg struct {
+			Limits struct {
+				HandshakeTimeout string `json:"handshake_timeout"`
+			} `json:"limits"`
+		}
+		if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+			t.Fatalf("%s: %v", cm.Name, err)
+		}
+		if cfg.Limits.HandshakeTimeout == "" {
+			return 15 * time.Second // proxy.DefaultHandshakeTimeout; this module does not import wsgate
+		}
+		d, err := time.ParseDuration(cfg.Limits.HandshakeTimeout)
+		if err != nil {
+			t.Fatalf("%s: limits.handshake_timeout: %v", cm.Name, err)
+		}
+		return d
+	}
+	t.Fatal("no wsgate ConfigMap")
+	return 0
 }
