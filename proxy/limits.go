@@ -35,6 +35,12 @@ type Limits struct {
 	// of twice the rate; beyond it the client is closed with 1008.
 	// Defaults to 100.
 	MessagesPerSecond float64
+	// ControlFramesPerSecond limits the pings and pongs one peer (client or
+	// upstream) sends on its connection, with a burst of twice the rate;
+	// beyond it that peer is closed with 1008 "control frame rate
+	// exceeded". A browser only answers pings, and a peer's own heartbeat
+	// pings every few seconds at most: neither comes near it. Defaults to 10.
+	ControlFramesPerSecond float64
 	// MaxConcurrentDials caps upstream dials in flight (503 beyond).
 	// Defaults to 512.
 	MaxConcurrentDials int
@@ -55,6 +61,7 @@ const (
 	DefaultHandshakesPerIP         = 20
 	DefaultHandshakesPerUser       = 10
 	DefaultMessagesPerSecond       = 100
+	DefaultControlFramesPerSecond  = 10
 	DefaultMaxConcurrentDials      = 512
 	DefaultHandshakeTimeout        = 15 * time.Second
 )
@@ -70,6 +77,7 @@ func (l Limits) withDefaults() Limits {
 	zero.Default(&l.HandshakesPerSecondPerIP, DefaultHandshakesPerIP)
 	zero.Default(&l.HandshakesPerSecondPerUser, DefaultHandshakesPerUser)
 	zero.Default(&l.MessagesPerSecond, DefaultMessagesPerSecond)
+	zero.Default(&l.ControlFramesPerSecond, DefaultControlFramesPerSecond)
 	zero.Default(&l.HandshakeTimeout, DefaultHandshakeTimeout)
 	if l.TrustedProxies == nil {
 		l.TrustedProxies = DefaultTrustedProxies
@@ -82,12 +90,12 @@ func (l Limits) validate(bad func(key, format string, args ...any)) {
 		"limits.max_connections": float64(l.MaxConnections), "limits.max_connections_per_user": float64(l.MaxConnectionsPerUser),
 		"limits.max_connections_per_tenant": float64(l.MaxConnectionsPerTenant), "limits.max_concurrent_dials": float64(l.MaxConcurrentDials),
 		"limits.handshakes_per_second_per_ip": l.HandshakesPerSecondPerIP, "limits.handshakes_per_second_per_user": l.HandshakesPerSecondPerUser,
-		"limits.messages_per_second": l.MessagesPerSecond,
+		"limits.messages_per_second": l.MessagesPerSecond, "limits.control_frames_per_second": l.ControlFramesPerSecond,
 	} {
 		if v < 0 && v != -1 {
 			bad(key, "must be positive, or -1 to disable")
 		}
-		if strings.HasPrefix(key, "limits.handshakes") || key == "limits.messages_per_second" {
+		if strings.HasPrefix(key, "limits.handshakes") || key == "limits.messages_per_second" || key == "limits.control_frames_per_second" {
 			if v > 0 && v < 0.5 {
 				bad(key, "must be at least 0.5 (the burst is twice the rate and must hold one token)")
 			}

@@ -22,9 +22,11 @@ import (
 // pump relays frames read from src to dst until src's close frame or the
 // end of its connection. d is the direction; side names src. dst is nil
 // on a channel-only route, where a client data frame ends the session (4003).
-func (s *session) pump(d direction, src, dst *wire, side string) {
+func (s *session) pump(d direction, src, dst *wire, side closecode.Side) {
 	defer close(src.readDone)
 	p := pumpState{s: s, d: d, src: src, dst: dst, side: side}
+	p.control = newControlBudget(s.h.cfg.Limits.ControlFramesPerSecond, side)
+	p.control.s = s
 	for {
 		bp, n, err := src.readFresh()
 		if err != nil {
@@ -49,12 +51,13 @@ type pumpState struct {
 	s         *session
 	d         direction
 	src, dst  *wire
-	side      string
+	side      closecode.Side
 	bp        *[]byte // buffer in use; nil between messages
 	n         int     // bytes of *bp filled
 	inMessage bool    // a fragmented data message is open
 	msgLen    int64   // its payload bytes so far
 	dead      bool    // a write to dst failed: frames are dropped
+	control   controlBudget
 }
 
 // drain relays every frame in the buffer, reading more while a frame is
@@ -101,7 +104,7 @@ func (p *pumpState) drain() bool {
 				continue
 			}
 			p.flush(buf[span:off])
-			if p.control(&h, buf[off+h.hdrLen:end]) {
+			if p.controlFrame(&h, buf[off+h.hdrLen:end]) {
 				return true
 			}
 			off, span = end, end
@@ -136,7 +139,7 @@ func (p *pumpState) check(h *frameHeader) error {
 	if p.dst == nil && !p.s.closing.Load() {
 		// A channel-only route: the stream stays in step, the frames are
 		// dropped while the session closes.
-		p.s.shutdown(sideWsgate, closecode.Forbidden, closecode.GoingAway, "route does not accept client messages")
+		p.s.raise(closecode.ClientMessagesRefused)
 	}
 	switch {
 	case h.opcode == opContinuation && !p.inMessage:
@@ -149,7 +152,7 @@ func (p *pumpState) check(h *frameHeader) error {
 		if p.d == clientToUpstream {
 			if rate := p.s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !p.s.msgRate.take(time.Now(), rate) {
 				// The stream stays in step: this and later frames are dropped.
-				p.s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "message rate limit exceeded")
+				p.s.raise(closecode.MessageRate)
 			}
 		}
 	}
@@ -229,7 +232,10 @@ func (p *pumpState) readMore() bool {
 
 // control answers a ping, notes a pong, or handles the peer's close.
 // payload is still masked if the frame was. It reports whether to stop.
-func (p *pumpState) control(h *frameHeader, payload []byte) bool {
+func (p *pumpState) controlFrame(h *frameHeader, payload []byte) bool {
+	if h.opcode != opClose && !p.control.take() {
+		return true // flooded: the leg is read no further
+	}
 	if h.masked {
 		unmask(payload, h.key, 0)
 	}
@@ -252,17 +258,10 @@ func (p *pumpState) control(h *frameHeader, payload []byte) bool {
 	return false
 }
 
-// refuse ends the session for a frame src should not have sent.
+// refuse ends the session for a frame src should not have sent: the same
+// event coder/websocket's refusal raises on other routes (legEvent).
 func (p *pumpState) refuse(err error) {
-	s := p.s
-	switch {
-	case errors.Is(err, websocket.ErrMessageTooBig):
-		s.end(p.side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big", p.side)
-	case p.side == sideClient:
-		s.end(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error", sideClient)
-	default:
-		s.end(sideUpstream, closecode.BadGateway, closecode.ProtocolError, "upstream protocol error", sideUpstream)
-	}
+	p.s.raise(legEvent(p.side, err))
 }
 
 // readFailed ends the session for src's connection ending.
@@ -284,16 +283,16 @@ func (p *pumpState) writeFailed(err error) {
 // failed: a timeout drops that peer (it stopped reading, so it cannot take
 // a close frame either: brokenPeerTimeout); another error is left to the
 // peer's reader, which knows why.
-func (s *session) wireWriteFailed(side string, err error) {
+func (s *session) wireWriteFailed(side closecode.Side, err error) {
 	switch {
 	case errors.Is(err, errWireClosed): // the session is closing already
 	case !errors.Is(err, os.ErrDeadlineExceeded):
 		s.peerWriteFailed(side)
 	case side == sideUpstream:
-		s.end(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout", sideUpstream)
+		s.raise(closecode.UpstreamWriteTimeout)
 	case s.sub != nil && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-		s.end(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer", sideClient)
+		s.raise(closecode.SlowConsumerDropped)
 	default:
-		s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
+		s.raise(closecode.ClientWriteTimeout)
 	}
 }

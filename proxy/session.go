@@ -21,9 +21,8 @@ import (
 
 // Sides of a connection, for logs and the closes metric.
 const (
-	sideClient   = "client"
-	sideUpstream = "upstream"
-	sideWsgate   = "wsgate"
+	sideClient   = closecode.ByClient
+	sideUpstream = closecode.ByUpstream
 )
 
 // msgPumps is the per-direction state of sessions whose legs are
@@ -73,13 +72,11 @@ type session struct {
 	msgs  [numDirections]atomic.Int64
 	bytes [numDirections]atomic.Int64
 
-	closing      atomic.Bool
-	closingCh    chan struct{} // closed with closing
-	closeOnce    sync.Once
-	closed       chan struct{} // closed when both legs are closed
-	clientCode   websocket.StatusCode
-	upstreamCode websocket.StatusCode
-	closedBy     string // set once in closeOnce, read after closed
+	closing   atomic.Bool
+	closingCh chan struct{} // closed with closing
+	closeOnce sync.Once
+	closed    chan struct{}   // closed when both legs are closed
+	ended     closecode.Event // set once in closeOnce, read after closed
 
 	timers []*time.Timer // heartbeat, expiry, drain; stopped when run ends
 	tmu    sync.Mutex    // guards timers
@@ -116,17 +113,22 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		s.ctx, s.cancel = context.Background(), func() {}
 	}
 	s.reqID, s.remote = hs.reqID, r.RemoteAddr
+	for _, c := range []*controlBudget{hs.clientControl, hs.upstreamControl} {
+		if c != nil {
+			c.s = s
+		}
+	}
 
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
-		const reason = "server shutting down"
+		ev := closecode.ServerShutdown
 		if s.cw != nil {
-			s.cw.closeUnread(closecode.GoingAway, reason)
+			s.cw.closeUnread(ev.Client, ev.Reason)
 		} else {
-			s.closeLegs(closecode.GoingAway, closecode.GoingAway, reason, "")
+			s.closeLegs(ev)
 		}
-		h.release(hs, reason) // the upstream leg if still open, slots, subscription
+		h.release(hs, ev.Reason) // the upstream leg if still open, slots, subscription
 		return nil
 	}
 	h.sessions[s] = struct{}{}
@@ -192,7 +194,7 @@ func (s *session) finish() {
 	}
 
 	h.metrics.active.WithLabelValues(s.rt.cfg.Path).Dec()
-	h.metrics.closes.WithLabelValues(s.rt.cfg.Path, codeLabel(s.clientCode), s.closedBy).Inc()
+	h.metrics.closes.WithLabelValues(s.rt.cfg.Path, codeLabel(s.ended.Client), string(s.ended.By)).Inc()
 	if ce := h.log.Check(zap.InfoLevel, "connection_closed"); ce != nil {
 		ce.Write(append(s.logFields(),
 			zap.Duration("duration", time.Since(s.start)),
@@ -200,9 +202,9 @@ func (s *session) finish() {
 			zap.Int64("msgs_out", s.msgs[upstreamToClient].Load()+s.msgs[channelToClient].Load()),
 			zap.Int64("bytes_in", s.bytes[clientToUpstream].Load()+s.bytes[clientToChannel].Load()),
 			zap.Int64("bytes_out", s.bytes[upstreamToClient].Load()+s.bytes[channelToClient].Load()),
-			zap.Int("client_close_code", int(s.clientCode)),
-			zap.Int("upstream_close_code", int(s.upstreamCode)),
-			zap.String("closed_by", s.closedBy))...)
+			zap.Int("client_close_code", int(s.ended.Client)),
+			zap.Int("upstream_close_code", int(s.ended.Upstream)),
+			zap.String("closed_by", string(s.ended.By)))...)
 	}
 
 	h.conns.release(s.id.User, s.id.Tenant)
@@ -244,7 +246,7 @@ func (s *session) clientReadLoop() {
 			return
 		}
 		if rate := s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !s.msgRate.take(time.Now(), rate) {
-			s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "message rate limit exceeded")
+			s.raise(closecode.MessageRate)
 			return
 		}
 		switch {
@@ -253,7 +255,7 @@ func (s *session) clientReadLoop() {
 		case s.upstream != nil:
 			err = s.copyMessage(s.upstream, clientToUpstream, typ, r)
 		default:
-			s.shutdown(sideWsgate, closecode.Forbidden, closecode.GoingAway, "route does not accept client messages")
+			s.raise(closecode.ClientMessagesRefused)
 			return
 		}
 		if err != nil {
@@ -323,9 +325,9 @@ func (s *session) channelToClient(wg *sync.WaitGroup) {
 	}
 	switch err := s.sub.Err(); {
 	case errors.Is(err, bridge.ErrSlowConsumer):
-		s.shutdown(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer")
+		s.raise(closecode.SlowConsumerDropped)
 	case errors.Is(err, bridge.ErrGap):
-		s.shutdown(sideWsgate, closecode.SubscriptionGap, closecode.GoingAway, "subscription interrupted")
+		s.raise(closecode.SubscriptionLost)
 	}
 }
 
@@ -371,7 +373,7 @@ func (s *session) publishMessage(typ websocket.MessageType, r io.Reader) error {
 		return err
 	}
 	if err := s.h.hub.Publish(s.ctx, s.publish, b); err != nil {
-		s.shutdown(sideWsgate, closecode.TryAgainLater, closecode.GoingAway, "publish failed")
+		s.raise(closecode.PublishFailed)
 		return err
 	}
 	s.count(clientToChannel, len(b))
@@ -462,7 +464,7 @@ func (e *peerWriteError) Unwrap() error { return e.err }
 // readOrWriteFailed ends the session after a copy from src to peer failed:
 // a read error is src's doing; a write error is the peer's, whose own
 // reader knows why (its close code), so that reader reports it.
-func (s *session) readOrWriteFailed(src, peer string, err error) {
+func (s *session) readOrWriteFailed(src, peer closecode.Side, err error) {
 	var pw *peerWriteError
 	if errors.As(err, &pw) {
 		s.peerWriteFailed(peer)
@@ -473,7 +475,7 @@ func (s *session) readOrWriteFailed(src, peer string, err error) {
 
 // peerWriteFailed waits briefly for the peer's reader to report why the
 // peer is gone, then treats it as vanished.
-func (s *session) peerWriteFailed(peer string) {
+func (s *session) peerWriteFailed(peer closecode.Side) {
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
@@ -491,11 +493,11 @@ func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(contex
 		t = time.AfterFunc(s.h.cfg.WriteTimeout, func() {
 			switch {
 			case dst == s.upstream:
-				s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout")
+				s.raise(closecode.UpstreamWriteTimeout)
 			case d == channelToClient && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-				s.shutdown(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer")
+				s.raise(closecode.SlowConsumerDropped)
 			default:
-				s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout")
+				s.raise(closecode.ClientWriteTimeout)
 			}
 			dst.CloseNow()
 		})
@@ -514,68 +516,71 @@ func (s *session) count(d direction, n int) {
 }
 
 // legEnded turns the error that ended a read or write into closes of both legs.
-func (s *session) legEnded(side string, err error) {
+func (s *session) legEnded(side closecode.Side, err error) {
 	if s.closing.Load() {
 		return // the session is already closing; this error is its echo
 	}
-	if errors.Is(err, websocket.ErrMessageTooBig) {
-		// The library has already sent the sender 1009.
-		s.end(side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big", side)
-		return
-	}
-	code := websocket.CloseStatus(err)
+	s.raise(legEvent(side, err))
+}
+
+// legEvent is the event for the error that ended side's read. The wire
+// relay and coder/websocket report the same failures alike.
+func legEvent(side closecode.Side, err error) closecode.Event {
 	var ce websocket.CloseError
-	errors.As(err, &ce)
 	switch {
-	case side == sideClient && code != -1:
-		s.shutdown(sideClient, code, closecode.Forwardable(code, closecode.GoingAway), ce.Reason)
-	case side == sideClient && brokeProtocol(err):
+	case errors.Is(err, websocket.ErrMessageTooBig) && side == sideClient:
+		return closecode.ClientTooBig // coder/websocket has sent the sender 1009 already
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		return closecode.UpstreamTooBig
+	case errors.As(err, &ce) && side == sideClient:
+		return closecode.ClientClosed(ce.Code, ce.Reason)
+	case errors.As(err, &ce):
+		return closecode.UpstreamClosed(ce.Code, ce.Reason)
+	case brokeProtocol(err) && side == sideClient:
 		// The library rejected a frame. It has sent 1002 itself, except for
-		// an unmasked client frame, where it sends nothing: this sends it.
-		s.end(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error", sideClient)
+		// an unmasked client frame, where it sends nothing: the event does.
+		return closecode.ClientProtocolError
+	case brokeProtocol(err):
+		return closecode.UpstreamProtocolError
 	case side == sideClient:
-		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client went away")
-	case code != -1:
-		s.shutdown(sideUpstream, closecode.Forwardable(code, closecode.BadGateway), code, ce.Reason)
-	default:
-		s.shutdown(sideUpstream, closecode.BadGateway, closecode.GoingAway, "upstream went away")
+		return closecode.ClientGone
 	}
+	return closecode.UpstreamGone
 }
 
 // brokeProtocol tells a read error caused by the peer's bytes from one
 // caused by the connection going away.
 func brokeProtocol(err error) bool {
+	var perr errProtocol
+	if errors.As(err, &perr) {
+		return true
+	}
 	return !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) &&
 		!errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, context.Canceled)
 }
 
-// shutdown closes both legs once: the client with clientCode, the upstream
-// with upCode, both with reason. by is the side that caused it.
-func (s *session) shutdown(by string, clientCode, upCode websocket.StatusCode, reason string) {
-	s.end(by, clientCode, upCode, reason, "")
-}
-
-// end is shutdown where the peer on side broken (if not "") sent bytes the
-// library refused: its close handshake gets only brokenPeerTimeout.
-func (s *session) end(by string, clientCode, upCode websocket.StatusCode, reason, broken string) {
+// raise ends the session for ev, once: both legs are closed with the codes
+// and reason ev gives them, whatever the route kind. Every close decision
+// goes through here.
+func (s *session) raise(ev closecode.Event) {
 	s.closeOnce.Do(func() {
-		s.clientCode, s.upstreamCode, s.closedBy = clientCode, upCode, by
+		s.ended = ev
 		s.closing.Store(true)
 		close(s.closingCh)
 		if s.sub != nil {
 			s.sub.Close() // ends channelToClient's range over the queue
 		}
-		go s.closeLegs(clientCode, upCode, reason, broken)
+		go s.closeLegs(ev)
 	})
 }
 
-// closeLegs runs both close handshakes at once, each bounded (a peer that
-// broke the protocol gets brokenPeerTimeout, see end), then releases run.
-func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason, broken string) {
+// closeLegs runs both close handshakes at once, each bounded (ev.Brief
+// gets brokenPeerTimeout), then releases run.
+func (s *session) closeLegs(ev closecode.Event) {
 	defer close(s.closed)
 	defer s.cancel()
-	within := func(side string) time.Duration {
-		if side == broken {
+	within := func(side closecode.Side) time.Duration {
+		if side == ev.Brief {
 			return brokenPeerTimeout
 		}
 		return closeHandshakeTimeout
@@ -587,19 +592,19 @@ func (s *session) closeLegs(clientCode, upCode websocket.StatusCode, reason, bro
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.uw.closeHandshake(upCode, reason, within(sideUpstream), broken == sideUpstream)
+				s.uw.closeHandshake(ev.Upstream, ev.Reason, within(sideUpstream), ev.Brief == sideUpstream)
 			}()
 		}
-		s.cw.closeHandshake(clientCode, reason, within(sideClient), broken == sideClient)
+		s.cw.closeHandshake(ev.Client, ev.Reason, within(sideClient), ev.Brief == sideClient)
 	case s.upstream != nil:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			closeBounded(s.upstream, s.upstreamRaw, upCode, reason, within(sideUpstream))
+			closeBounded(s.upstream, s.upstreamRaw, ev.Upstream, ev.Reason, within(sideUpstream))
 		}()
 		fallthrough
 	default:
-		closeBounded(s.client, s.clientRaw, clientCode, reason, within(sideClient))
+		closeBounded(s.client, s.clientRaw, ev.Client, ev.Reason, within(sideClient))
 	}
 	wg.Wait()
 }
@@ -630,7 +635,7 @@ func closeBounded(c *websocket.Conn, raw net.Conn, code websocket.StatusCode, re
 
 // abort drops both legs without close handshakes (Drain's deadline passed).
 func (s *session) abort() {
-	s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
+	s.raise(closecode.ServerShutdown)
 	// CloseNow waits for a close handshake in progress; closing the
 	// connections underneath ends it.
 	for _, raw := range []net.Conn{s.clientRaw, s.upstreamRaw} {
@@ -673,7 +678,7 @@ func (s *session) stopTimers() {
 func (s *session) armTimers() {
 	until := time.Until(s.id.Expiry.Add(s.h.verifier.Leeway()))
 	s.addTimer(time.AfterFunc(until, func() {
-		s.shutdown(sideWsgate, closecode.TokenExpired, closecode.TokenExpired, "token expired")
+		s.raise(closecode.TokenExpiry)
 	}))
 	var beat *time.Timer
 	beat = time.AfterFunc(s.h.cfg.HeartbeatInterval, func() {
@@ -704,10 +709,10 @@ func (s *session) heartbeat() bool {
 	case s.closing.Load():
 		return false
 	case uerr != nil:
-		s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream heartbeat timeout")
+		s.raise(closecode.UpstreamHeartbeat)
 		return false
 	case clientErr != nil:
-		s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client heartbeat timeout")
+		s.raise(closecode.ClientHeartbeat)
 		return false
 	}
 	return true
@@ -716,7 +721,7 @@ func (s *session) heartbeat() bool {
 // scheduleDrain closes the session with 1001 after delay.
 func (s *session) scheduleDrain(delay time.Duration) {
 	s.addTimer(time.AfterFunc(delay, func() {
-		s.shutdown(sideWsgate, closecode.GoingAway, closecode.GoingAway, "server shutting down")
+		s.raise(closecode.ServerShutdown)
 	}))
 }
 
@@ -743,9 +748,9 @@ func (s *session) heartbeatWires() bool {
 			return true
 		case time.Now().After(deadline):
 			if !upOK {
-				s.shutdown(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream heartbeat timeout")
+				s.raise(closecode.UpstreamHeartbeat)
 			} else {
-				s.shutdown(sideClient, closecode.GoingAway, closecode.GoingAway, "client heartbeat timeout")
+				s.raise(closecode.ClientHeartbeat)
 			}
 			return false
 		}
