@@ -8,25 +8,28 @@ package proxy
 // browser's key, which is what the upstream expects from a client.
 
 import (
-	"errors"
 	"io"
-	"os"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/closecode"
 )
 
-// pump relays frames read from src to dst until src's close frame or the
-// end of its connection. d is the direction; side names src. dst is nil
-// on a channel-only route, where a client data frame ends the session (4003).
-func (s *session) pump(d direction, src, dst *wire, side closecode.Side) {
-	defer close(src.readDone)
-	p := pumpState{s: s, d: d, src: src, dst: dst, side: side}
+// newRelayPump is the pump that relays frames read from src to dst. d is
+// the direction; side names src. dst is nil on a channel-only route, where
+// a client data frame ends the session (4003).
+func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) *pumpState {
+	p := &pumpState{s: s, d: d, src: src, dst: dst, side: side}
 	p.control = newControlBudget(s.h.cfg.Limits.ControlFramesPerSecond, side)
 	p.control.s = s
+	return p
+}
+
+// run relays until src's close frame or the end of its connection.
+func (p *pumpState) run() {
+	src := p.src
+	defer close(src.readDone)
 	for {
 		bp, n, err := src.readFresh()
 		if err != nil {
@@ -45,8 +48,8 @@ func (s *session) pump(d direction, src, dst *wire, side closecode.Side) {
 	}
 }
 
-// pumpState is one pump's position in its leg's byte stream. Owned by the
-// pump's goroutine.
+// pumpState is one relay pump and its position in its leg's byte stream.
+// Owned by the pump's goroutine.
 type pumpState struct {
 	s         *session
 	d         direction
@@ -190,7 +193,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 	timeout := p.s.h.cfg.WriteTimeout
 	werr := errWireClosed // the frame is read and dropped unless written
 	if dst != nil {
-		dst.wmu.Lock()
+		dst.lock()
 		if !p.dead && !dst.closeSent && !p.s.closing.Load() {
 			werr = dst.writeLocked(head, timeout)
 		}
@@ -205,7 +208,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 		}
 	}
 	if dst != nil {
-		dst.wmu.Unlock()
+		dst.unlock()
 	}
 	p.n = 0
 	if werr != nil {
@@ -245,7 +248,7 @@ func (p *pumpState) controlFrame(h *frameHeader, payload []byte) bool {
 			p.src.writeControl(opPong, payload, p.s.h.cfg.WriteTimeout)
 		}
 	case opPong:
-		p.src.pongs.Add(1)
+		p.src.pongRead()
 	case opClose:
 		ce, err := parseCloseBody(payload)
 		if err != nil {
@@ -273,26 +276,8 @@ func (p *pumpState) readFailed() {
 func (p *pumpState) writeFailed(err error) {
 	p.dead = true
 	if p.d == clientToUpstream {
-		p.s.wireWriteFailed(sideUpstream, err)
+		p.s.writeFailed(sideUpstream, err)
 	} else {
-		p.s.wireWriteFailed(sideClient, err)
-	}
-}
-
-// wireWriteFailed ends the session after a write to the wire on side
-// failed: a timeout drops that peer (it stopped reading, so it cannot take
-// a close frame either: brokenPeerTimeout); another error is left to the
-// peer's reader, which knows why.
-func (s *session) wireWriteFailed(side closecode.Side, err error) {
-	switch {
-	case errors.Is(err, errWireClosed): // the session is closing already
-	case !errors.Is(err, os.ErrDeadlineExceeded):
-		s.peerWriteFailed(side)
-	case side == sideUpstream:
-		s.raise(closecode.UpstreamWriteTimeout)
-	case s.sub != nil && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-		s.raise(closecode.SlowConsumerDropped)
-	default:
-		s.raise(closecode.ClientWriteTimeout)
+		p.s.writeFailed(sideClient, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,32 +26,19 @@ const (
 	sideUpstream = closecode.ByUpstream
 )
 
-// msgPumps is the per-direction state of sessions whose legs are
-// coder/websocket Conns.
-type msgPumps struct {
-	// Owned by the goroutine writing in that direction; each bounds one
-	// write to WriteTimeout without allocating per message.
-	writeTimers [numDirections]*time.Timer
-	// Owned by the goroutine reading in that direction: tells a failed read
-	// of the source from a failed write to the peer.
-	sources [numDirections]sourceReader
-}
-
 // session is one accepted client and its upstream leg and/or subscription.
 // run owns every goroutine of the session and returns after all have ended
-// and both legs are closed.
+// and both legs are closed; finish, at its end, stops the session's timers
+// and waits for any callback still running.
 type session struct {
 	// Static after newSession.
 	h        *Handler
 	rt       *route
-	client   *websocket.Conn
-	upstream *websocket.Conn // nil on bridge-only routes
-	// The connections under client and upstream (nil if unknown): dropped
-	// outright when a close handshake overruns its bound.
-	clientRaw, upstreamRaw net.Conn
-	// Legs wsgate relays itself (relay.go), in place of client and upstream:
-	// cw on passthrough and channel-only routes, uw on passthrough routes.
-	cw, uw      *wire
+	client   leg
+	upstream leg // nil on channel-only routes
+	// readers are the session's pumps, chosen with the transport in
+	// newSession; the first reads the client and runs on run's goroutine.
+	readers     []func()
 	subprotocol string
 	sub         *bridge.Subscription // nil without subscriptions
 	recovery    *bridge.Recovery     // non-nil when a durable client resumes
@@ -61,13 +49,11 @@ type session struct {
 	reqID       string
 	remote      string
 	start       time.Time
-	ctx         context.Context // ends once both legs are closed; bounds pings and publishes
+	ctx         context.Context // ends when the session starts closing; bounds pings and publishes
 	cancel      context.CancelFunc
 
 	// Owned by the client's reader.
 	msgRate bucket
-	// Message pumps through coder/websocket (nil on wire sessions).
-	pumps *msgPumps
 
 	msgs  [numDirections]atomic.Int64
 	bytes [numDirections]atomic.Int64
@@ -78,8 +64,12 @@ type session struct {
 	closed    chan struct{}   // closed when both legs are closed
 	ended     closecode.Event // set once in closeOnce, read after closed
 
-	timers []*time.Timer // heartbeat, expiry, drain; stopped when run ends
-	tmu    sync.Mutex    // guards timers
+	// The session's timers (expiry, heartbeat, drain). Guarded by tmu.
+	tmu           sync.Mutex
+	timers        []*time.Timer
+	beatTimer     *time.Timer
+	timersStopped bool
+	timerCalls    sync.WaitGroup // callbacks running
 }
 
 func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn, clientRaw net.Conn) *session {
@@ -89,42 +79,51 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	s := &session{
 		h:           h,
 		rt:          rt,
-		client:      client,
-		clientRaw:   clientRaw,
-		upstream:    hs.upstream,
-		upstreamRaw: hs.upstreamRaw,
 		sub:         hs.sub,
 		recovery:    hs.recovery,
 		unshare:     hs.unshare,
 		replay:      hs.replay,
 		publish:     hs.publish,
 		id:          hs.id,
-		cw:          hs.cw,
-		uw:          hs.uw,
 		subprotocol: hs.subprotocol,
 		start:       time.Now(),
 		closed:      make(chan struct{}),
 		closingCh:   make(chan struct{}),
 	}
-	if s.cw == nil { // wire sessions publish nothing and ping without a context
-		s.pumps = new(msgPumps)
-		s.ctx, s.cancel = context.WithCancel(context.Background())
-	} else {
-		s.ctx, s.cancel = context.Background(), func() {}
-	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.reqID, s.remote = hs.reqID, r.RemoteAddr
 	for _, c := range []*controlBudget{hs.clientControl, hs.upstreamControl} {
 		if c != nil {
 			c.s = s
 		}
 	}
+	// The transport is chosen here, once: the legs and the pumps between them.
+	if hs.cw != nil {
+		s.client = hs.cw
+		s.readers = append(s.readers, newRelayPump(s, clientToUpstream, hs.cw, hs.uw, sideClient).run)
+		if hs.uw != nil {
+			s.upstream = hs.uw
+			s.readers = append(s.readers, newRelayPump(s, upstreamToClient, hs.uw, hs.cw, sideUpstream).run)
+		}
+	} else {
+		s.client = newConnLeg(client, clientRaw)
+		p := newMsgPumps(s, client, hs.upstream)
+		s.readers = append(s.readers, p.clientToUpstream)
+		if hs.upstream != nil {
+			s.upstream = newConnLeg(hs.upstream, hs.upstreamRaw)
+			s.readers = append(s.readers, p.upstreamToClient)
+		}
+	}
+	if s.sub != nil {
+		s.readers = append(s.readers, s.channelToClient)
+	}
 
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
 		ev := closecode.ServerShutdown
-		if s.cw != nil {
-			s.cw.closeUnread(ev.Client, ev.Reason)
+		if hs.cw != nil {
+			hs.cw.closeUnread(ev.Client, ev.Reason)
 		} else {
 			s.closeLegs(ev)
 		}
@@ -151,31 +150,14 @@ func (s *session) open() {
 // run pumps until the session ends, then logs and unregisters it.
 func (s *session) run() {
 	var wg sync.WaitGroup
-	switch {
-	case s.cw != nil:
-		if s.uw != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.pump(upstreamToClient, s.uw, s.cw, sideUpstream)
-			}()
-		}
-		if s.sub != nil {
-			wg.Add(1)
-			go s.channelToClient(&wg)
-		}
-		s.pump(clientToUpstream, s.cw, s.uw, sideClient)
-	default:
-		if s.upstream != nil {
-			wg.Add(1)
-			go s.upstreamToClient(&wg)
-		}
-		if s.sub != nil {
-			wg.Add(1)
-			go s.channelToClient(&wg)
-		}
-		s.clientReadLoop()
+	for _, read := range s.readers[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			read()
+		}()
 	}
+	s.readers[0]()
 	wg.Wait()
 	<-s.closed
 	s.finish()
@@ -234,243 +216,33 @@ func (s *session) logFields() []zap.Field {
 		zap.String("user", s.id.User), zap.String("tenant", s.id.Tenant), zap.String("remote", s.remote)}
 }
 
-// clientReadLoop carries client messages to the upstream and/or the publish
-// channel. It runs on the HTTP handler's goroutine.
-func (s *session) clientReadLoop() {
-	for {
-		// Readers take a context that never ends: the library arms a timer per
-		// read for a cancellable one, and legs end by being closed anyway.
-		typ, r, err := s.client.Reader(context.Background())
-		if err != nil {
-			s.legEnded(sideClient, err)
-			return
-		}
-		if rate := s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !s.msgRate.take(time.Now(), rate) {
-			s.raise(closecode.MessageRate)
-			return
-		}
-		switch {
-		case s.publish != "":
-			err = s.publishMessage(typ, r)
-		case s.upstream != nil:
-			err = s.copyMessage(s.upstream, clientToUpstream, typ, r)
-		default:
-			s.raise(closecode.ClientMessagesRefused)
-			return
-		}
-		if err != nil {
-			s.readOrWriteFailed(sideClient, sideUpstream, err)
-			return
-		}
-	}
+func (s *session) count(d direction, n int) {
+	s.msgs[d].Add(1)
+	s.bytes[d].Add(int64(n))
 }
 
-// upstreamToClient carries upstream messages to the client.
-func (s *session) upstreamToClient(wg *sync.WaitGroup) {
-	defer wg.Done()
-	for {
-		typ, r, err := s.upstream.Reader(context.Background())
-		if err != nil {
-			s.legEnded(sideUpstream, err)
-			return
-		}
-		if err := s.copyMessage(s.client, upstreamToClient, typ, r); err != nil {
-			s.readOrWriteFailed(sideUpstream, sideClient, err)
-			return
-		}
-	}
-}
-
-// channelToClient delivers subscription messages to the client in order.
-// Every message already queued when it wakes goes out in one batch (one
-// writev on a wire client).
-func (s *session) channelToClient(wg *sync.WaitGroup) {
-	defer wg.Done()
-	var last bridge.Position // durable routes: the last position delivered
-	if s.recovery != nil {
-		var err error
-		if last, err = s.sendReplay(s.recovery, s.replay); err != nil {
-			return
-		}
-		s.replay = nil
-	}
-	durable := s.rt.cfg.History != nil
-	var arr [maxBatch]delivery
-	c := s.sub.C()
-	for m := range c {
-		batch := arr[:0]
-		for open := true; open; {
-			if durable && m.Envelope != nil {
-				if last.Epoch != "" && m.Pos.Epoch == last.Epoch && !m.Pos.After(last) {
-					m = nil // already replayed
-				} else if m.Pos.Epoch != "" {
-					last = m.Pos
-				}
-			}
-			if m != nil {
-				batch = append(batch, toDelivery(m, durable))
-			}
-			if len(batch) == maxBatch {
-				break
-			}
-			select {
-			case m, open = <-c:
-			default:
-				open = false
-			}
-		}
-		if len(batch) > 0 && s.deliver(batch) != nil {
-			return
-		}
-	}
-	switch err := s.sub.Err(); {
-	case errors.Is(err, bridge.ErrSlowConsumer):
-		s.raise(closecode.SlowConsumerDropped)
-	case errors.Is(err, bridge.ErrGap):
-		s.raise(closecode.SubscriptionLost)
-	}
-}
-
-// toDelivery is how m goes to a client: its envelope on a durable route,
-// else its payload, as text unless it is not UTF-8.
-func toDelivery(m *bridge.Message, durable bool) delivery {
-	if durable && m.Envelope != nil {
-		return delivery{payload: m.Envelope}
-	}
-	return delivery{binary: m.Binary, payload: m.Payload}
-}
-
-// deliver writes batch to the client and counts it. A failed write ends
-// the session (or leaves that to the reader that knows why).
-func (s *session) deliver(batch []delivery) error {
-	if s.cw != nil {
-		if err := s.cw.writeMessages(batch, s.h.cfg.WriteTimeout); err != nil {
-			s.wireWriteFailed(sideClient, err)
-			return err
-		}
-		for _, d := range batch {
-			s.count(channelToClient, len(d.payload))
-		}
-		return nil
-	}
-	for _, d := range batch {
-		typ := websocket.MessageText
-		if d.binary {
-			typ = websocket.MessageBinary
-		}
-		if err := s.writeTimed(s.client, channelToClient, func(ctx context.Context) error { return s.client.Write(ctx, typ, d.payload) }); err != nil {
-			s.peerWriteFailed(sideClient)
-			return err
-		}
-		s.count(channelToClient, len(d.payload))
-	}
-	return nil
-}
-
-func (s *session) publishMessage(typ websocket.MessageType, r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	if err := s.h.hub.Publish(s.ctx, s.publish, b); err != nil {
-		s.raise(closecode.PublishFailed)
-		return err
-	}
-	s.count(clientToChannel, len(b))
-	if s.upstream != nil {
-		err := s.writeTimed(s.upstream, clientToUpstream, func(ctx context.Context) error { return s.upstream.Write(ctx, typ, b) })
-		if err != nil {
-			return &peerWriteError{err}
-		}
-		s.count(clientToUpstream, len(b))
-		return nil
-	}
-	return nil
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copyMessage streams one message from r to dst. A message that fits one
-// buffer is written as a single frame; a larger one is streamed frame by
-// frame, so memory stays bounded whatever max_message_bytes is. No buffer
-// is held between messages.
-func (s *session) copyMessage(dst *websocket.Conn, d direction, typ websocket.MessageType, msg io.Reader) (err error) {
-	src := &s.pumps.sources[d]
-	src.r, src.err = msg, nil
-	r := io.Reader(src)
-	defer func() {
-		if err != nil && src.err == nil {
-			err = &peerWriteError{err} // the read side was fine: the write failed
-		}
-		src.r = nil
-	}()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	n, err := io.ReadFull(r, buf)
+// writeFailed ends the session after a write to the leg on side failed: a
+// timeout drops that peer (it stopped reading); another error is left to
+// the peer's reader, which knows why.
+func (s *session) writeFailed(side closecode.Side, err error) {
 	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		err = s.writeTimed(dst, d, func(ctx context.Context) error { return dst.Write(ctx, typ, buf[:n]) })
-		if err == nil {
-			s.count(d, n)
-		}
-		return err
-	case err != nil:
-		return err
+	case errors.Is(err, errWireClosed): // the session is closing already
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.raise(s.writeTimeout(side))
+	default:
+		s.peerWriteFailed(side)
 	}
-	total := int64(n)
-	err = s.writeTimed(dst, d, func(ctx context.Context) error {
-		w, err := dst.Writer(ctx, typ)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-		m, err := io.CopyBuffer(w, r, buf)
-		total += m
-		if err != nil {
-			return err
-		}
-		return w.Close()
-	})
-	if err == nil {
-		s.count(d, int(total))
-	}
-	return err
 }
 
-// sourceReader records a read error, so a failed copy can be blamed on the
-// right leg.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
+// writeTimeout is the event for a write to side that overran write_timeout.
+func (s *session) writeTimeout(side closecode.Side) closecode.Event {
+	switch {
+	case side == sideUpstream:
+		return closecode.UpstreamWriteTimeout
+	case s.sub != nil && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
+		return closecode.SlowConsumerDropped
 	}
-	return n, err
-}
-
-// peerWriteError is a failed write to the leg a message was going to.
-type peerWriteError struct{ err error }
-
-func (e *peerWriteError) Error() string { return "write to peer: " + e.err.Error() }
-func (e *peerWriteError) Unwrap() error { return e.err }
-
-// readOrWriteFailed ends the session after a copy from src to peer failed:
-// a read error is src's doing; a write error is the peer's, whose own
-// reader knows why (its close code), so that reader reports it.
-func (s *session) readOrWriteFailed(src, peer closecode.Side, err error) {
-	var pw *peerWriteError
-	if errors.As(err, &pw) {
-		s.peerWriteFailed(peer)
-		return
-	}
-	s.legEnded(src, err)
+	return closecode.ClientWriteTimeout
 }
 
 // peerWriteFailed waits briefly for the peer's reader to report why the
@@ -483,36 +255,6 @@ func (s *session) peerWriteFailed(peer closecode.Side) {
 	case <-t.C:
 		s.legEnded(peer, io.EOF)
 	}
-}
-
-// writeTimed runs one write to dst bounded by WriteTimeout. A peer that
-// stops reading blocks the write; the timer then drops that peer.
-func (s *session) writeTimed(dst *websocket.Conn, d direction, write func(context.Context) error) error {
-	t := s.pumps.writeTimers[d]
-	if t == nil {
-		t = time.AfterFunc(s.h.cfg.WriteTimeout, func() {
-			switch {
-			case dst == s.upstream:
-				s.raise(closecode.UpstreamWriteTimeout)
-			case d == channelToClient && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-				s.raise(closecode.SlowConsumerDropped)
-			default:
-				s.raise(closecode.ClientWriteTimeout)
-			}
-			dst.CloseNow()
-		})
-		s.pumps.writeTimers[d] = t
-	} else {
-		t.Reset(s.h.cfg.WriteTimeout)
-	}
-	err := write(context.Background())
-	t.Stop()
-	return err
-}
-
-func (s *session) count(d direction, n int) {
-	s.msgs[d].Add(1)
-	s.bytes[d].Add(int64(n))
 }
 
 // legEnded turns the error that ended a read or write into closes of both legs.
@@ -567,6 +309,7 @@ func (s *session) raise(ev closecode.Event) {
 		s.ended = ev
 		s.closing.Store(true)
 		close(s.closingCh)
+		s.cancel() // pings and publishes in flight
 		if s.sub != nil {
 			s.sub.Close() // ends channelToClient's range over the queue
 		}
@@ -586,124 +329,90 @@ func (s *session) closeLegs(ev closecode.Event) {
 		return closeHandshakeTimeout
 	}
 	var wg sync.WaitGroup
-	switch {
-	case s.cw != nil:
-		if s.uw != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.uw.closeHandshake(ev.Upstream, ev.Reason, within(sideUpstream), ev.Brief == sideUpstream)
-			}()
-		}
-		s.cw.closeHandshake(ev.Client, ev.Reason, within(sideClient), ev.Brief == sideClient)
-	case s.upstream != nil:
+	if s.upstream != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			closeBounded(s.upstream, s.upstreamRaw, ev.Upstream, ev.Reason, within(sideUpstream))
+			s.upstream.closeHandshake(ev.Upstream, ev.Reason, within(sideUpstream), ev.Brief == sideUpstream)
 		}()
-		fallthrough
-	default:
-		closeBounded(s.client, s.clientRaw, ev.Client, ev.Reason, within(sideClient))
 	}
+	s.client.closeHandshake(ev.Client, ev.Reason, within(sideClient), ev.Brief == sideClient)
 	wg.Wait()
-}
-
-// Bounds on one leg's close handshake.
-const (
-	closeHandshakeTimeout = 5 * time.Second
-	// The stream of a peer that broke the protocol or overran the message
-	// limit is garbage from the refused frame on; RFC 6455 §7.1.7 lets an
-	// endpoint drop such a connection at once. It gets a moment to read the
-	// close frame and answer.
-	brokenPeerTimeout = time.Second
-)
-
-// closeBounded runs c's close handshake and drops the connection under it
-// (raw, if known) once within has passed. coder/websocket bounds its own
-// close-frame write and the wait for the answer, but not draining the rest
-// of a frame the peer left unfinished, nor parsing the bytes after a frame
-// it refused: a peer could hold the handshake, and the session, open forever.
-func closeBounded(c *websocket.Conn, raw net.Conn, code websocket.StatusCode, reason string, within time.Duration) {
-	if raw != nil {
-		t := time.AfterFunc(within, func() { raw.Close() })
-		defer t.Stop()
-	}
-	c.Close(code, reason)
-	c.CloseNow()
 }
 
 // abort drops both legs without close handshakes (Drain's deadline passed).
 func (s *session) abort() {
 	s.raise(closecode.ServerShutdown)
-	// CloseNow waits for a close handshake in progress; closing the
-	// connections underneath ends it.
-	for _, raw := range []net.Conn{s.clientRaw, s.upstreamRaw} {
-		if raw != nil {
-			raw.Close()
-		}
-	}
-	if s.client != nil {
-		s.client.CloseNow()
-	}
+	s.client.drop()
 	if s.upstream != nil {
-		s.upstream.CloseNow()
+		s.upstream.drop()
 	}
 }
 
-func (s *session) addTimer(t *time.Timer) {
-	s.tmu.Lock()
+// afterFunc runs f after d as one of the session's timers. Call with tmu
+// held. finish stops every timer and waits for callbacks already running.
+func (s *session) afterFunc(d time.Duration, f func()) *time.Timer {
+	t := time.AfterFunc(d, func() {
+		s.tmu.Lock()
+		if s.timersStopped {
+			s.tmu.Unlock()
+			return
+		}
+		s.timerCalls.Add(1)
+		s.tmu.Unlock()
+		defer s.timerCalls.Done()
+		f()
+	})
 	s.timers = append(s.timers, t)
-	s.tmu.Unlock()
+	return t
 }
 
+// stopTimers stops the session's timers and waits for their callbacks.
 func (s *session) stopTimers() {
 	s.tmu.Lock()
+	s.timersStopped = true
 	for _, t := range s.timers {
 		t.Stop()
 	}
 	s.tmu.Unlock()
-	if s.pumps == nil {
-		return
-	}
-	for _, t := range s.pumps.writeTimers {
-		if t != nil {
-			t.Stop()
-		}
-	}
+	s.timerCalls.Wait()
 }
 
 // armTimers starts the heartbeat and the token-expiry close. Timers hold no
 // goroutine while they wait.
 func (s *session) armTimers() {
 	until := time.Until(s.id.Expiry.Add(s.h.verifier.Leeway()))
-	s.addTimer(time.AfterFunc(until, func() {
-		s.raise(closecode.TokenExpiry)
-	}))
-	var beat *time.Timer
-	beat = time.AfterFunc(s.h.cfg.HeartbeatInterval, func() {
-		if s.heartbeat() {
-			beat.Reset(s.h.cfg.HeartbeatInterval)
-		}
-	})
-	s.addTimer(beat)
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	s.afterFunc(until, func() { s.raise(closecode.TokenExpiry) })
+	s.beatTimer = s.afterFunc(s.h.cfg.HeartbeatInterval, s.beat)
+}
+
+// beat is the heartbeat timer's callback: it pings, and arms the next beat
+// once this one is answered.
+func (s *session) beat() {
+	if !s.heartbeat() {
+		return
+	}
+	s.tmu.Lock()
+	if !s.timersStopped {
+		s.beatTimer.Reset(s.h.cfg.HeartbeatInterval)
+	}
+	s.tmu.Unlock()
 }
 
 // heartbeat pings both legs at once and closes the session if either fails
 // to answer within HeartbeatTimeout. It reports whether to ping again.
 func (s *session) heartbeat() bool {
-	if s.cw != nil {
-		return s.heartbeatWires()
-	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.h.cfg.HeartbeatTimeout)
 	defer cancel()
 	upErr := make(chan error, 1)
 	if s.upstream != nil {
-		go func() { upErr <- s.upstream.Ping(ctx) }()
+		go func() { upErr <- s.upstream.ping(ctx) }()
 	} else {
 		upErr <- nil
 	}
-	clientErr := s.client.Ping(ctx)
+	clientErr := s.client.ping(ctx)
 	uerr := <-upErr
 	switch {
 	case s.closing.Load():
@@ -720,40 +429,9 @@ func (s *session) heartbeat() bool {
 
 // scheduleDrain closes the session with 1001 after delay.
 func (s *session) scheduleDrain(delay time.Duration) {
-	s.addTimer(time.AfterFunc(delay, func() {
-		s.raise(closecode.ServerShutdown)
-	}))
-}
-
-// heartbeatWires is heartbeat for a passthrough session: each leg's pump
-// counts the pongs it reads, and this watches the counts move.
-func (s *session) heartbeatWires() bool {
-	timeout := s.h.cfg.HeartbeatTimeout
-	c0 := s.cw.pongs.Load()
-	s.cw.writeControl(opPing, []byte("wsgate"), timeout)
-	var u0 uint32
-	if s.uw != nil {
-		u0 = s.uw.pongs.Load()
-		s.uw.writeControl(opPing, []byte("wsgate"), timeout)
-	}
-	poll := min(timeout/4, 25*time.Millisecond)
-	deadline := time.Now().Add(timeout)
-	for {
-		clientOK := s.cw.pongs.Load() != c0
-		upOK := s.uw == nil || s.uw.pongs.Load() != u0
-		switch {
-		case s.closing.Load():
-			return false
-		case clientOK && upOK:
-			return true
-		case time.Now().After(deadline):
-			if !upOK {
-				s.raise(closecode.UpstreamHeartbeat)
-			} else {
-				s.raise(closecode.ClientHeartbeat)
-			}
-			return false
-		}
-		time.Sleep(poll)
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if !s.timersStopped {
+		s.afterFunc(delay, func() { s.raise(closecode.ServerShutdown) })
 	}
 }
