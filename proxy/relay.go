@@ -26,10 +26,11 @@ func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) 
 	return p
 }
 
-// run relays until src's close frame or the end of its connection.
+// run relays until src's close frame or the end of its connection, on a
+// goroutine for the leg's whole life (see poll.go for the parked kind).
 func (p *pumpState) run() {
 	src := p.src
-	defer close(src.readDone)
+	defer p.end()
 	for {
 		bp, n, err := src.readFresh()
 		if err != nil {
@@ -61,6 +62,7 @@ type pumpState struct {
 	msgLen    int64   // its payload bytes so far
 	dead      bool    // a write to dst failed: frames are dropped
 	control   controlBudget
+	polled    *polledLeg // set when parked in the poller between bursts
 }
 
 // drain relays every frame in the buffer, reading more while a frame is

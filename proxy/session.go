@@ -36,8 +36,9 @@ type session struct {
 	rt       *route
 	client   leg
 	upstream leg // nil on channel-only routes
-	// readers are the session's pumps, chosen with the transport in
-	// newSession; the first reads the client and runs on run's goroutine.
+	// readers start the session's pumps, chosen with the transport in
+	// newSession. Each returns at once; the pump calls readerDone when it
+	// stops.
 	readers     []func()
 	subprotocol string
 	sub         *bridge.Subscription // nil without subscriptions
@@ -63,6 +64,9 @@ type session struct {
 	closeOnce sync.Once
 	closed    chan struct{}   // closed when both legs are closed
 	ended     closecode.Event // set once in closeOnce, read after closed
+	// live counts the pumps still running and closeLegs; whoever ends last
+	// runs finish.
+	live atomic.Int32
 
 	// The session's timers (expiry, heartbeat, drain). Guarded by tmu.
 	tmu           sync.Mutex
@@ -100,23 +104,24 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 	// The transport is chosen here, once: the legs and the pumps between them.
 	if hs.cw != nil {
 		s.client = hs.cw
-		s.readers = append(s.readers, newRelayPump(s, clientToUpstream, hs.cw, hs.uw, sideClient).run)
+		s.readers = append(s.readers, newRelayPump(s, clientToUpstream, hs.cw, hs.uw, sideClient).start)
 		if hs.uw != nil {
 			s.upstream = hs.uw
-			s.readers = append(s.readers, newRelayPump(s, upstreamToClient, hs.uw, hs.cw, sideUpstream).run)
+			s.readers = append(s.readers, newRelayPump(s, upstreamToClient, hs.uw, hs.cw, sideUpstream).start)
 		}
 	} else {
 		s.client = newConnLeg(client, clientRaw)
 		p := newMsgPumps(s, client, hs.upstream)
-		s.readers = append(s.readers, p.clientToUpstream)
+		s.readers = append(s.readers, s.goRead(p.clientToUpstream))
 		if hs.upstream != nil {
 			s.upstream = newConnLeg(hs.upstream, hs.upstreamRaw)
-			s.readers = append(s.readers, p.upstreamToClient)
+			s.readers = append(s.readers, s.goRead(p.upstreamToClient))
 		}
 	}
 	if s.sub != nil {
-		s.readers = append(s.readers, s.channelToClient)
+		s.readers = append(s.readers, s.goRead(s.channelToClient))
 	}
+	s.live.Store(int32(len(s.readers)) + 1) // + closeLegs
 
 	h.mu.Lock()
 	if h.draining.Load() {
@@ -147,20 +152,29 @@ func (s *session) open() {
 	s.armTimers()
 }
 
-// run pumps until the session ends, then logs and unregisters it.
+// run starts the session's pumps and returns. The last of them to stop,
+// or closeLegs, whichever ends last, logs and unregisters the session.
 func (s *session) run() {
-	var wg sync.WaitGroup
-	for _, read := range s.readers[1:] {
-		wg.Add(1)
+	for _, start := range s.readers {
+		start()
+	}
+}
+
+// goRead is a reader start that runs read on a goroutine of its own.
+func (s *session) goRead(read func()) func() {
+	return func() {
 		go func() {
-			defer wg.Done()
+			defer s.readerDone()
 			read()
 		}()
 	}
-	s.readers[0]()
-	wg.Wait()
-	<-s.closed
-	s.finish()
+}
+
+// readerDone counts one pump (or closeLegs) ended; the last runs finish.
+func (s *session) readerDone() {
+	if s.live.Add(-1) == 0 {
+		s.finish()
+	}
 }
 
 // finish counts, logs and unregisters the ended session. It is its own
@@ -320,6 +334,7 @@ func (s *session) raise(ev closecode.Event) {
 // closeLegs runs both close handshakes at once, each bounded (ev.Brief
 // gets brokenPeerTimeout), then releases run.
 func (s *session) closeLegs(ev closecode.Event) {
+	defer s.readerDone() // after closed: a session that never ran never reaches 0
 	defer close(s.closed)
 	defer s.cancel()
 	within := func(side closecode.Side) time.Duration {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,14 +33,18 @@ type wire struct {
 	closeSent bool          // guarded by wsem: nothing is written after the close frame
 	deadline  time.Time     // guarded by wsem: the write deadline set on conn
 
-	// Owned by the pump reading this leg: readFresh's callback and results.
+	// Owned by the pump reading this leg: the read callbacks and results.
 	readFn func(fd uintptr) bool
+	tryFn  func(fd uintptr) bool
 	rbuf   *[]byte
 	rn     int
 	rerr   error
 
 	pong     chan struct{} // the pump signals each pong read here; capacity 1
 	readDone chan struct{} // closed when this leg's pump stops reading
+	// The pump, while it is registered with the poller (poll.go): closing
+	// the connection ends it if it is parked.
+	polled atomic.Pointer[polledLeg]
 }
 
 func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
@@ -49,8 +54,53 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn = w.readOnce
+	w.readFn, w.tryFn = w.readOnce, w.tryOnce
 	return w
+}
+
+// readNow reads what has arrived into a pooled buffer taken only once
+// bytes are there: bytes left from the handshake, or one read(2). It
+// returns errWouldBlock when nothing has arrived. Plain sockets only.
+func (w *wire) readNow() (*[]byte, int, error) {
+	if len(w.pending) > 0 {
+		bp := bufPool.Get().(*[]byte)
+		n, _ := w.read(*bp)
+		return bp, n, nil
+	}
+	err := w.raw.Read(w.tryFn)
+	bp, n, rerr := w.rbuf, w.rn, w.rerr
+	w.rbuf, w.rerr = nil, nil
+	switch {
+	case err != nil:
+		rerr = err
+	case rerr == syscall.EAGAIN:
+		return nil, 0, errWouldBlock
+	case rerr == nil && n == 0:
+		rerr = io.EOF
+	}
+	if rerr != nil {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		return nil, 0, rerr
+	}
+	return bp, n, nil
+}
+
+// tryOnce is readOnce that does not wait: EAGAIN is its result.
+func (w *wire) tryOnce(fd uintptr) bool {
+	if !w.readOnce(fd) {
+		w.rbuf, w.rn, w.rerr = nil, 0, syscall.EAGAIN
+	}
+	return true
+}
+
+// close closes the connection, and ends its pump if it is parked.
+func (w *wire) close() {
+	w.conn.Close()
+	if l := w.polled.Load(); l != nil {
+		l.endParked()
+	}
 }
 
 // readFresh waits for the leg to be readable and reads into a pooled
@@ -275,7 +325,7 @@ func (w *wire) pongRead() {
 }
 
 // drop closes the connection at once.
-func (w *wire) drop() { w.conn.Close() }
+func (w *wire) drop() { w.close() }
 
 // closeUnread closes a leg no pump ever read (the session never ran):
 // nobody would see the peer's answer, so none is awaited.
@@ -306,5 +356,5 @@ func (w *wire) closeHandshake(code websocket.StatusCode, reason string, within t
 		w.conn.SetReadDeadline(deadline)
 		io.Copy(io.Discard, io.LimitReader(w.conn, 1<<20))
 	}
-	w.conn.Close()
+	w.close()
 }
