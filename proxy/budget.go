@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/closecode"
 )
@@ -66,9 +64,9 @@ func (b *byteBudget) spend(key string, n int, now time.Time) bool {
 // publishClose is the close a failed publish earns: a message too big for
 // its channel's history is the client's (1009); anything else is the
 // broker's, and the client may retry later (1013).
-func publishClose(err error) (websocket.StatusCode, string) {
+func publishClose(err error) closecode.Event {
 	if errors.Is(err, bridge.ErrTooLarge) {
-		return closecode.MessageTooBig, "message too big for history"
+		return closecode.PublishTooBig
 	}
-	return closecode.TryAgainLater, "publish failed"
+	return closecode.PublishFailed
 }

@@ -111,11 +111,14 @@ func (h *Handler) dial(ctx context.Context, r *http.Request, rt *route, token st
 func (h *Handler) dialConn(ctx context.Context, target string, hdr http.Header, subprotocols []string, hs *handshake) (*http.Response, error) {
 	var raw net.Conn
 	ctx = context.WithValue(ctx, connSlotKey{}, &raw)
+	onPing, onPong := hs.budgetControl(h, sideUpstream)
 	conn, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{
 		HTTPClient:      h.dialer,
 		HTTPHeader:      hdr,
 		Subprotocols:    subprotocols,
 		CompressionMode: websocket.CompressionDisabled,
+		OnPingReceived:  onPing,
+		OnPongReceived:  onPong,
 	})
 	if err != nil {
 		return resp, err

@@ -159,12 +159,15 @@ type handshake struct {
 	upstreamRaw net.Conn
 	// Legs wsgate relays itself (relay.go): cw on passthrough and
 	// channel-only routes, uw on passthrough routes.
-	cw, uw      *wire
-	subprotocol string // selected for the client: the upstream's, or the client's first
-	sub         *bridge.Subscription
-	publish     string
-	counted     bool   // holds a slot in Handler.conns
-	unshare     func() // releases the fleet-wide slots; nil if none
+	cw, uw *wire
+	// Ping and pong budgets of coder/websocket legs (control.go); wires
+	// keep theirs in the pump.
+	clientControl, upstreamControl *controlBudget
+	subprotocol                    string // selected for the client: the upstream's, or the client's first
+	sub                            *bridge.Subscription
+	publish                        string
+	counted                        bool   // holds a slot in Handler.conns
+	unshare                        func() // releases the fleet-wide slots; nil if none
 
 	// Durable routes only: what a resuming client missed.
 	recovery *bridge.Recovery
@@ -256,6 +259,7 @@ func (h *Handler) acceptConn(w http.ResponseWriter, r *http.Request, hs *handsha
 	if hs.subprotocol != "" {
 		opts.Subprotocols = []string{hs.subprotocol}
 	}
+	opts.OnPingReceived, opts.OnPongReceived = hs.budgetControl(h, sideClient)
 	hj := &hijackRecorder{ResponseWriter: w}
 	client, err := websocket.Accept(hj, r, opts)
 	if err != nil {

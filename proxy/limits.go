@@ -36,6 +36,12 @@ type Limits struct {
 	// of twice the rate; beyond it the client is closed with 1008.
 	// Defaults to 100.
 	MessagesPerSecond float64
+	// ControlFramesPerSecond limits the pings and pongs one peer (client or
+	// upstream) sends on its connection, with a burst of twice the rate;
+	// beyond it that peer is closed with 1008 "control frame rate
+	// exceeded". A browser only answers pings, and a peer's own heartbeat
+	// pings every few seconds at most: neither comes near it. Defaults to 10.
+	ControlFramesPerSecond float64
 	// MaxConcurrentDials caps upstream dials in flight (503 beyond).
 	// Defaults to 512.
 	MaxConcurrentDials int
@@ -66,6 +72,7 @@ const (
 	DefaultHandshakesPerIP         = 20
 	DefaultHandshakesPerUser       = 10
 	DefaultMessagesPerSecond       = 100
+	DefaultControlFramesPerSecond  = 10
 	DefaultMaxConcurrentDials      = 512
 	DefaultHandshakeTimeout        = 15 * time.Second
 	DefaultFailedVerifications     = 5
@@ -83,6 +90,7 @@ func (l Limits) withDefaults() Limits {
 	zero.Default(&l.HandshakesPerSecondPerIP, DefaultHandshakesPerIP)
 	zero.Default(&l.HandshakesPerSecondPerUser, DefaultHandshakesPerUser)
 	zero.Default(&l.MessagesPerSecond, DefaultMessagesPerSecond)
+	zero.Default(&l.ControlFramesPerSecond, DefaultControlFramesPerSecond)
 	zero.Default(&l.HandshakeTimeout, DefaultHandshakeTimeout)
 	zero.Default(&l.FailedVerificationsPerSecondPerIP, DefaultFailedVerifications)
 	zero.Default(&l.PublishBytesPerSecond, DefaultPublishBytesPerSecond)
@@ -98,7 +106,7 @@ func (l Limits) validate(bad func(key, format string, args ...any)) {
 		"limits.max_connections_per_tenant": float64(l.MaxConnectionsPerTenant), "limits.max_concurrent_dials": float64(l.MaxConcurrentDials),
 		"limits.handshakes_per_second_per_ip": l.HandshakesPerSecondPerIP, "limits.handshakes_per_second_per_user": l.HandshakesPerSecondPerUser,
 		"limits.messages_per_second": l.MessagesPerSecond, "limits.failed_verifications_per_second_per_ip": l.FailedVerificationsPerSecondPerIP,
-		"limits.publish_bytes_per_second": l.PublishBytesPerSecond,
+		"limits.publish_bytes_per_second": l.PublishBytesPerSecond, "limits.control_frames_per_second": l.ControlFramesPerSecond,
 	} {
 		if v < 0 && v != -1 {
 			bad(key, "must be positive, or -1 to disable")

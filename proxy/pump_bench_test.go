@@ -21,13 +21,13 @@ import (
 
 // benchGateway is a Handler with one echo route on a loopback server, built
 // for testing.B (newGateway takes a *testing.T).
-func benchGateway(b *testing.B, up *wstest.Upstream) string {
-	url, _ := benchHandler(b, []proxy.Route{echoRoute(up)}, nil)
+func benchGateway(b *testing.B, up *wstest.Upstream, mutate ...func(*proxy.Config)) string {
+	url, _ := benchHandler(b, []proxy.Route{echoRoute(up)}, nil, mutate...)
 	return url
 }
 
 // benchHandler serves routes (hub may be nil) on a loopback server.
-func benchHandler(b *testing.B, routes []proxy.Route, hub *bridge.Hub) (string, *proxy.Handler) {
+func benchHandler(b *testing.B, routes []proxy.Route, hub *bridge.Hub, mutate ...func(*proxy.Config)) (string, *proxy.Handler) {
 	b.Helper()
 	log := zap.NewNop() // wsgate serve runs at warn: no per-connection lines
 	reg := prometheus.NewRegistry()
@@ -35,11 +35,15 @@ func benchHandler(b *testing.B, routes []proxy.Route, hub *bridge.Hub) (string, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	h, err := proxy.New(proxy.Config{
+	cfg := proxy.Config{
 		Routes:            routes,
 		HeartbeatInterval: time.Minute, HeartbeatTimeout: 10 * time.Second, ShutdownGrace: time.Second,
 		Limits: proxy.Limits{MessagesPerSecond: 1e9}, // on, as in production, but never reached
-	}, v, hub, log, reg)
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	h, err := proxy.New(cfg, v, hub, log, reg)
 	if err != nil {
 		b.Fatal(err)
 	}

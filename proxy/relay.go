@@ -8,23 +8,29 @@ package proxy
 // browser's key, which is what the upstream expects from a client.
 
 import (
-	"errors"
 	"io"
-	"os"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/wsgate/wsgate/bridge"
 	"github.com/wsgate/wsgate/internal/closecode"
 )
 
-// pump relays frames read from src to dst until src's close frame or the
-// end of its connection. d is the direction; side names src. dst is nil
-// on a channel-only route, where a client data frame ends the session (4003).
-func (s *session) pump(d direction, src, dst *wire, side string) {
-	defer close(src.readDone)
-	p := pumpState{s: s, d: d, src: src, dst: dst, side: side}
+// newRelayPump is the pump that relays frames read from src to dst. d is
+// the direction; side names src. dst is nil on a channel-only route, where
+// a client data frame ends the session (4003).
+func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) *pumpState {
+	p := &pumpState{s: s, d: d, src: src, dst: dst, side: side}
+	p.control = newControlBudget(s.h.cfg.Limits.ControlFramesPerSecond, side)
+	p.control.s = s
+	return p
+}
+
+// run relays until src's close frame or the end of its connection, on a
+// goroutine for the leg's whole life (see poll.go for the parked kind).
+func (p *pumpState) run() {
+	src := p.src
+	defer p.end()
 	for {
 		bp, n, err := src.readFresh()
 		if err != nil {
@@ -43,18 +49,20 @@ func (s *session) pump(d direction, src, dst *wire, side string) {
 	}
 }
 
-// pumpState is one pump's position in its leg's byte stream. Owned by the
-// pump's goroutine.
+// pumpState is one relay pump and its position in its leg's byte stream.
+// Owned by the pump's goroutine.
 type pumpState struct {
 	s         *session
 	d         direction
 	src, dst  *wire
-	side      string
+	side      closecode.Side
 	bp        *[]byte // buffer in use; nil between messages
 	n         int     // bytes of *bp filled
 	inMessage bool    // a fragmented data message is open
 	msgLen    int64   // its payload bytes so far
 	dead      bool    // a write to dst failed: frames are dropped
+	control   controlBudget
+	polled    *polledLeg // set when parked in the poller between bursts
 }
 
 // drain relays every frame in the buffer, reading more while a frame is
@@ -101,7 +109,7 @@ func (p *pumpState) drain() bool {
 				continue
 			}
 			p.flush(buf[span:off])
-			if p.control(&h, buf[off+h.hdrLen:end]) {
+			if p.controlFrame(&h, buf[off+h.hdrLen:end]) {
 				return true
 			}
 			off, span = end, end
@@ -136,7 +144,7 @@ func (p *pumpState) check(h *frameHeader) error {
 	if p.dst == nil && !p.s.closing.Load() {
 		// A channel-only route: the stream stays in step, the frames are
 		// dropped while the session closes.
-		p.s.shutdown(sideWsgate, closecode.Forbidden, closecode.GoingAway, "route does not accept client messages")
+		p.s.raise(closecode.ClientMessagesRefused)
 	}
 	switch {
 	case h.opcode == opContinuation && !p.inMessage:
@@ -149,7 +157,7 @@ func (p *pumpState) check(h *frameHeader) error {
 		if p.d == clientToUpstream {
 			if rate := p.s.h.cfg.Limits.MessagesPerSecond; rate > 0 && !p.s.msgRate.take(time.Now(), rate) {
 				// The stream stays in step: this and later frames are dropped.
-				p.s.shutdown(sideWsgate, closecode.PolicyViolation, closecode.GoingAway, "message rate limit exceeded")
+				p.s.raise(closecode.MessageRate)
 			}
 		}
 	}
@@ -187,7 +195,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 	timeout := p.s.h.cfg.WriteTimeout
 	werr := errWireClosed // the frame is read and dropped unless written
 	if dst != nil {
-		dst.wmu.Lock()
+		dst.lock()
 		if !p.dead && !dst.closeSent && !p.s.closing.Load() {
 			werr = dst.writeLocked(head, timeout)
 		}
@@ -202,7 +210,7 @@ func (p *pumpState) stream(head []byte, rest int64) bool {
 		}
 	}
 	if dst != nil {
-		dst.wmu.Unlock()
+		dst.unlock()
 	}
 	p.n = 0
 	if werr != nil {
@@ -229,7 +237,10 @@ func (p *pumpState) readMore() bool {
 
 // control answers a ping, notes a pong, or handles the peer's close.
 // payload is still masked if the frame was. It reports whether to stop.
-func (p *pumpState) control(h *frameHeader, payload []byte) bool {
+func (p *pumpState) controlFrame(h *frameHeader, payload []byte) bool {
+	if h.opcode != opClose && !p.control.take() {
+		return true // flooded: the leg is read no further
+	}
 	if h.masked {
 		unmask(payload, h.key, 0)
 	}
@@ -239,7 +250,7 @@ func (p *pumpState) control(h *frameHeader, payload []byte) bool {
 			p.src.writeControl(opPong, payload, p.s.h.cfg.WriteTimeout)
 		}
 	case opPong:
-		p.src.pongs.Add(1)
+		p.src.pongRead()
 	case opClose:
 		ce, err := parseCloseBody(payload)
 		if err != nil {
@@ -252,17 +263,10 @@ func (p *pumpState) control(h *frameHeader, payload []byte) bool {
 	return false
 }
 
-// refuse ends the session for a frame src should not have sent.
+// refuse ends the session for a frame src should not have sent: the same
+// event coder/websocket's refusal raises on other routes (legEvent).
 func (p *pumpState) refuse(err error) {
-	s := p.s
-	switch {
-	case errors.Is(err, websocket.ErrMessageTooBig):
-		s.end(p.side, closecode.MessageTooBig, closecode.MessageTooBig, "message too big", p.side)
-	case p.side == sideClient:
-		s.end(sideClient, closecode.ProtocolError, closecode.GoingAway, "protocol error", sideClient)
-	default:
-		s.end(sideUpstream, closecode.BadGateway, closecode.ProtocolError, "upstream protocol error", sideUpstream)
-	}
+	p.s.raise(legEvent(p.side, err))
 }
 
 // readFailed ends the session for src's connection ending.
@@ -274,26 +278,8 @@ func (p *pumpState) readFailed() {
 func (p *pumpState) writeFailed(err error) {
 	p.dead = true
 	if p.d == clientToUpstream {
-		p.s.wireWriteFailed(sideUpstream, err)
+		p.s.writeFailed(sideUpstream, err)
 	} else {
-		p.s.wireWriteFailed(sideClient, err)
-	}
-}
-
-// wireWriteFailed ends the session after a write to the wire on side
-// failed: a timeout drops that peer (it stopped reading, so it cannot take
-// a close frame either: brokenPeerTimeout); another error is left to the
-// peer's reader, which knows why.
-func (s *session) wireWriteFailed(side string, err error) {
-	switch {
-	case errors.Is(err, errWireClosed): // the session is closing already
-	case !errors.Is(err, os.ErrDeadlineExceeded):
-		s.peerWriteFailed(side)
-	case side == sideUpstream:
-		s.end(sideUpstream, closecode.InternalError, closecode.GoingAway, "upstream write timeout", sideUpstream)
-	case s.sub != nil && errors.Is(s.sub.Err(), bridge.ErrSlowConsumer):
-		s.end(sideWsgate, closecode.SlowConsumer, closecode.GoingAway, "slow consumer", sideClient)
-	default:
-		s.end(sideClient, closecode.GoingAway, closecode.GoingAway, "client write timeout", sideClient)
+		p.s.writeFailed(sideClient, err)
 	}
 }

@@ -37,7 +37,7 @@ func (s *session) sendReplay(rec *bridge.Recovery, cur *bridge.ReplayCursor) (br
 	for {
 		msgs, err := cur.Next(s.ctx)
 		if err != nil {
-			s.shutdown(sideWsgate, closecode.SubscriptionGap, closecode.GoingAway, "subscription interrupted")
+			s.raise(closecode.SubscriptionLost)
 			return last, err
 		}
 		for _, m := range msgs {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/bridge"
+	"github.com/wsgate/wsgate/internal/closecode"
 )
 
 // Tracing. A connection is one trace (or a part of the gateway's, when a
@@ -164,7 +165,7 @@ func (st *sessionTrace) abandon(reason string) {
 	if st == nil {
 		return
 	}
-	st.session.SetAttributes(attribute.String("wsgate.close.by", sideWsgate))
+	st.session.SetAttributes(attribute.String("wsgate.close.by", string(closecode.ByWsgate)))
 	st.session.SetStatus(codes.Error, reason)
 	st.session.End()
 }
@@ -176,9 +177,9 @@ func (st *sessionTrace) end(s *session) {
 	}
 	in, out, bytesIn, bytesOut := s.traffic()
 	st.session.SetAttributes(
-		attribute.Int("wsgate.close.client_code", int(s.clientCode)),
-		attribute.Int("wsgate.close.upstream_code", int(s.upstreamCode)),
-		attribute.String("wsgate.close.by", s.closedBy),
+		attribute.Int("wsgate.close.client_code", int(s.ended.Client)),
+		attribute.Int("wsgate.close.upstream_code", int(s.ended.Upstream)),
+		attribute.String("wsgate.close.by", string(s.ended.By)),
 		attribute.Int64("wsgate.messages.in", in),
 		attribute.Int64("wsgate.messages.out", out),
 		attribute.Int64("wsgate.bytes.in", bytesIn),

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,10 +13,15 @@ import (
 	"github.com/coder/websocket"
 )
 
-// wire is a leg wsgate relays itself (relay.go): the raw connection after
-// the handshake, read by exactly one pump and written by several goroutines
-// (the other leg's pump or the channel writer, pong replies, heartbeat,
-// close).
+// bufPool holds the read buffers of pumps: taken when bytes arrive, put
+// back between messages, so an idle leg holds none.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// wire is a leg wsgate frames itself (relayed by relay.go): the raw
+// connection after the handshake, read by exactly one pump. Writers (the
+// other leg's pump or the channel writer, pong replies, the heartbeat, the
+// close) take turns holding wsem, one at a time; a control frame that
+// cannot get it in time gives up rather than wait behind a stalled stream.
 type wire struct {
 	conn       net.Conn
 	raw        syscall.RawConn // non-nil: a plain socket, read without holding a buffer while idle
@@ -23,28 +29,78 @@ type wire struct {
 	pending    []byte          // bytes that arrived with the handshake, read first
 	one        [1]byte         // owned by the pump: the wait of a non-socket read
 
-	wmu       sync.Mutex
-	closeSent bool      // guarded by wmu: nothing is written after the close frame
-	deadline  time.Time // guarded by wmu: the write deadline set on conn
+	wsem      chan struct{} // holding its one slot is holding the write side
+	closeSent bool          // guarded by wsem: nothing is written after the close frame
+	deadline  time.Time     // guarded by wsem: the write deadline set on conn
 
-	// Owned by the pump reading this leg: readFresh's callback and results.
+	// Owned by the pump reading this leg: the read callbacks and results.
 	readFn func(fd uintptr) bool
+	tryFn  func(fd uintptr) bool
 	rbuf   *[]byte
 	rn     int
 	rerr   error
 
-	pongs    atomic.Uint32 // pongs read: the heartbeat watches it move
+	pong     chan struct{} // the pump signals each pong read here; capacity 1
 	readDone chan struct{} // closed when this leg's pump stops reading
+	// The pump, while it is registered with the poller (poll.go): closing
+	// the connection ends it if it is parked.
+	polled atomic.Pointer[polledLeg]
 }
 
 func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
-	w := &wire{conn: conn, fromClient: fromClient, readDone: make(chan struct{})}
+	w := &wire{conn: conn, fromClient: fromClient, readDone: make(chan struct{}),
+		wsem: make(chan struct{}, 1), pong: make(chan struct{}, 1)}
 	if len(pending) > 0 {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn = w.readOnce
+	w.readFn, w.tryFn = w.readOnce, w.tryOnce
 	return w
+}
+
+// readNow reads what has arrived into a pooled buffer taken only once
+// bytes are there: bytes left from the handshake, or one read(2). It
+// returns errWouldBlock when nothing has arrived. Plain sockets only.
+func (w *wire) readNow() (*[]byte, int, error) {
+	if len(w.pending) > 0 {
+		bp := bufPool.Get().(*[]byte)
+		n, _ := w.read(*bp)
+		return bp, n, nil
+	}
+	err := w.raw.Read(w.tryFn)
+	bp, n, rerr := w.rbuf, w.rn, w.rerr
+	w.rbuf, w.rerr = nil, nil
+	switch {
+	case err != nil:
+		rerr = err
+	case rerr == syscall.EAGAIN:
+		return nil, 0, errWouldBlock
+	case rerr == nil && n == 0:
+		rerr = io.EOF
+	}
+	if rerr != nil {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		return nil, 0, rerr
+	}
+	return bp, n, nil
+}
+
+// tryOnce is readOnce that does not wait: EAGAIN is its result.
+func (w *wire) tryOnce(fd uintptr) bool {
+	if !w.readOnce(fd) {
+		w.rbuf, w.rn, w.rerr = nil, 0, syscall.EAGAIN
+	}
+	return true
+}
+
+// close closes the connection, and ends its pump if it is parked.
+func (w *wire) close() {
+	w.conn.Close()
+	if l := w.polled.Load(); l != nil {
+		l.endParked()
+	}
 }
 
 // readFresh waits for the leg to be readable and reads into a pooled
@@ -122,8 +178,8 @@ var errWireClosed = errors.New("close frame already sent")
 
 // write sends p (whole frames) with a write deadline.
 func (w *wire) write(p []byte, timeout time.Duration) error {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
+	w.lock()
+	defer w.unlock()
 	if w.closeSent {
 		return errWireClosed
 	}
@@ -136,9 +192,32 @@ func (w *wire) writeLocked(p []byte, timeout time.Duration) error {
 	return err
 }
 
+// lock takes the write side; unlock gives it back.
+func (w *wire) lock()   { w.wsem <- struct{}{} }
+func (w *wire) unlock() { <-w.wsem }
+
+// lockWithin takes the write side unless a frame being streamed holds it
+// past deadline (its source stalled); control writes then give up.
+func (w *wire) lockWithin(deadline time.Time) bool {
+	select {
+	case w.wsem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case w.wsem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // armDeadline makes a write give up once the peer has not taken it for
 // between timeout/2 and timeout: the deadline is moved only when less than
-// half of it is left, so most writes cost no timer update. Call with wmu.
+// half of it is left, so most writes cost no timer update. Call holding
+// the write side.
 func (w *wire) armDeadline(timeout time.Duration) {
 	if now := time.Now(); w.deadline.Sub(now) < timeout/2 {
 		w.deadline = now.Add(timeout)
@@ -165,9 +244,9 @@ type iovecs struct {
 
 var iovPool = sync.Pool{New: func() any { return new(iovecs) }}
 
-// writeMessages writes batch as frames with one writev(2): a header built
-// here for each, the payloads as they are.
-func (w *wire) writeMessages(batch []delivery, timeout time.Duration) error {
+// deliver writes batch as frames with one writev(2): a header built here
+// for each, the payloads as they are.
+func (w *wire) deliver(batch []delivery, timeout time.Duration) error {
 	v := iovPool.Get().(*iovecs)
 	defer func() {
 		clear(v.iov[:]) // hold no payload in the pool
@@ -181,26 +260,14 @@ func (w *wire) writeMessages(batch []delivery, timeout time.Duration) error {
 		}
 		v.bufs = append(v.bufs, appendHeader(v.hdrs[i][:0], op, len(d.payload), false), d.payload)
 	}
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
+	w.lock()
+	defer w.unlock()
 	if w.closeSent {
 		return errWireClosed
 	}
 	w.armDeadline(timeout)
 	_, err := v.bufs.WriteTo(w.conn)
 	return err
-}
-
-// lockWithin takes the write lock unless a frame being streamed holds it
-// past deadline (its source stalled); control writes then give up.
-func (w *wire) lockWithin(deadline time.Time) bool {
-	for !w.wmu.TryLock() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return true
 }
 
 // writeControl sends one control frame wsgate originates. A close frame
@@ -210,7 +277,7 @@ func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error
 	if !w.lockWithin(deadline) {
 		return errWireClosed
 	}
-	defer w.wmu.Unlock()
+	defer w.unlock()
 	if w.closeSent {
 		return errWireClosed
 	}
@@ -223,6 +290,42 @@ func (w *wire) writeControl(op byte, payload []byte, within time.Duration) error
 	_, err := w.conn.Write(appendFrame(buf[:0], op, payload, !w.fromClient))
 	return err
 }
+
+// pingPayload is what wsgate's pings carry.
+var pingPayload = []byte("wsgate")
+
+// ping sends a ping and waits for the pump to read a pong (RFC 6455 §5.5.3
+// lets a pong answer the latest ping only, or none: any pong will do).
+func (w *wire) ping(ctx context.Context) error {
+	select {
+	case <-w.pong: // read before this ping
+	default:
+	}
+	within := closeHandshakeTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		within = time.Until(dl)
+	}
+	if err := w.writeControl(opPing, pingPayload, within); err != nil {
+		return err
+	}
+	select {
+	case <-w.pong:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pongRead is called by the pump for each pong.
+func (w *wire) pongRead() {
+	select {
+	case w.pong <- struct{}{}:
+	default: // a pong is already waiting to be seen
+	}
+}
+
+// drop closes the connection at once.
+func (w *wire) drop() { w.close() }
 
 // closeUnread closes a leg no pump ever read (the session never ran):
 // nobody would see the peer's answer, so none is awaited.
@@ -253,5 +356,5 @@ func (w *wire) closeHandshake(code websocket.StatusCode, reason string, within t
 		w.conn.SetReadDeadline(deadline)
 		io.Copy(io.Discard, io.LimitReader(w.conn, 1<<20))
 	}
-	w.conn.Close()
+	w.close()
 }

@@ -75,6 +75,7 @@ type fileConfig struct {
 		HandshakesPerSecondPerIP   float64       `mapstructure:"handshakes_per_second_per_ip"`
 		HandshakesPerSecondPerUser float64       `mapstructure:"handshakes_per_second_per_user"`
 		MessagesPerSecond          float64       `mapstructure:"messages_per_second"`
+		ControlFramesPerSecond     float64       `mapstructure:"control_frames_per_second"`
 		MaxConcurrentDials         int           `mapstructure:"max_concurrent_dials"`
 		HandshakeTimeout           time.Duration `mapstructure:"handshake_timeout"`
 		TrustedProxies             []string      `mapstructure:"trusted_proxies"`
@@ -154,6 +155,7 @@ var defaults = map[string]any{
 	"limits.handshakes_per_second_per_ip":           proxy.DefaultHandshakesPerIP,
 	"limits.handshakes_per_second_per_user":         proxy.DefaultHandshakesPerUser,
 	"limits.messages_per_second":                    proxy.DefaultMessagesPerSecond,
+	"limits.control_frames_per_second":              proxy.DefaultControlFramesPerSecond,
 	"limits.max_concurrent_dials":                   proxy.DefaultMaxConcurrentDials,
 	"limits.handshake_timeout":                      "15s",
 	"limits.trusted_proxies":                        proxy.DefaultTrustedProxies,
@@ -311,6 +313,7 @@ func decodeConfig(v *viper.Viper) (*config, error) {
 			HandshakesPerSecondPerUser: lim.HandshakesPerSecondPerUser, MessagesPerSecond: lim.MessagesPerSecond,
 			MaxConcurrentDials: lim.MaxConcurrentDials, HandshakeTimeout: lim.HandshakeTimeout, TrustedProxies: lim.TrustedProxies,
 			FailedVerificationsPerSecondPerIP: lim.FailedVerificationsPerIP, PublishBytesPerSecond: lim.PublishBytesPerSecond,
+			ControlFramesPerSecond: lim.ControlFramesPerSecond,
 		},
 	}
 	var tlsErrs []error

@@ -104,3 +104,72 @@ func TestREADMEListsEveryCloseCode(t *testing.T) {
 		}
 	}
 }
+
+// The table and the events are one: every event's client code has a row,
+// and every row is a code some event sends (1000 is the peers' own, passed
+// through), so the table lists nothing wsgate never sends.
+func TestEventsAndTableAgree(t *testing.T) {
+	raised := map[websocket.StatusCode]bool{closecode.Normal: true}
+	for _, ev := range closecode.Events {
+		raised[ev.Client] = true
+		if _, ok := closecode.Lookup(ev.Client); !ok {
+			t.Errorf("event %q sends the client %d, which the table does not list", ev.Reason, ev.Client)
+		}
+		if closecode.Forwardable(ev.Upstream, 0) != ev.Upstream {
+			t.Errorf("event %q sends the upstream %d, which may not go on the wire", ev.Reason, ev.Upstream)
+		}
+		if ev.Reason == "" || len(ev.Reason) > 123 {
+			t.Errorf("event %+v: reason must be set and fit a close frame", ev)
+		}
+		switch ev.By {
+		case closecode.ByClient, closecode.ByUpstream, closecode.ByWsgate:
+		default:
+			t.Errorf("event %q: By %q is not a side", ev.Reason, ev.By)
+		}
+		if ev.Brief != "" && ev.Brief != closecode.ByClient && ev.Brief != closecode.ByUpstream {
+			t.Errorf("event %q: Brief %q is not a leg", ev.Reason, ev.Brief)
+		}
+	}
+	for _, e := range closecode.Table {
+		if !raised[e.Code] {
+			t.Errorf("the table lists %d, which no event sends", e.Code)
+		}
+	}
+	if got := closecode.UpstreamClosed(websocket.StatusAbnormalClosure, ""); got.Client != closecode.BadGateway || got.By != closecode.ByUpstream {
+		t.Errorf("UpstreamClosed(1006) = %+v, want 1014 to the client", got)
+	}
+	if got := closecode.ClientClosed(4002, "tab closed"); got.Upstream != 4002 || got.Reason != "tab closed" {
+		t.Errorf("ClientClosed(4002) = %+v, want 4002 passed on", got)
+	}
+}
+
+// Every close-code row in the README is a code in the table: it lists only
+// codes wsgate sends or passes through.
+func TestREADMEListsOnlyTableCodes(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if os.IsNotExist(err) {
+		t.Skip("README.md does not exist yet")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := regexp.MustCompile(`(?m)^## Close codes\n`).FindIndex(readme)
+	if start == nil {
+		t.Fatal("README.md has no \"## Close codes\" section")
+	}
+	section := readme[start[1]:]
+	if end := regexp.MustCompile(`(?m)^## `).FindIndex(section); end != nil {
+		section = section[:end[0]]
+	}
+	rows := regexp.MustCompile("(?m)^\\|\\s*`?(\\d{4})`?\\s*\\|").FindAllSubmatch(section, -1)
+	if len(rows) == 0 {
+		t.Fatal("no close-code rows found")
+	}
+	for _, m := range rows {
+		var code int
+		fmt.Sscan(string(m[1]), &code)
+		if _, ok := closecode.Lookup(websocket.StatusCode(code)); !ok {
+			t.Errorf("README.md lists close code %d, which wsgate neither sends nor has in its table", code)
+		}
+	}
+}
