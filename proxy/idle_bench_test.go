@@ -41,7 +41,7 @@ func BenchmarkIdlePairs(b *testing.B) {
 			}
 			conns = append(conns, c)
 		}
-		time.Sleep(200 * time.Millisecond) // let handshake goroutines end
+		time.Sleep(2500 * time.Millisecond) // let handshake goroutines end, and legs park (after 1–2 s idle)
 		after, stack1 := liveHeap()
 		heap, stack = float64(after-before)/pairs, float64(stack1-stack0)/pairs
 		goroutines = float64(runtime.NumGoroutine()-g0) / pairs

@@ -2,28 +2,33 @@ package proxy
 
 import (
 	"errors"
+	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
-// Idle wire legs hold no goroutine and no buffer: a relay pump on a plain
-// socket is parked in the event loop (poller) between bursts, and run on a
-// goroutine of its own only while bytes are there. A pump in the middle of
-// a frame waits for the rest, and a write to a peer that is slow to take
-// it waits for the socket, in Go's netpoller on that goroutine. Legs
+// Idle wire legs hold no goroutine and no buffer. A relay pump on a plain
+// socket reads on a goroutine of its own while its leg is busy, waiting in
+// Go's netpoller as before; once the leg has been quiet for parkAfter, the
+// pump parks it in wsgate's event loop (poller) and its goroutine ends.
+// The next bytes wake the leg onto a fresh goroutine. Busy legs so cost
+// what a goroutine per direction costs (no extra syscall or wake-up per
+// message), and idle ones only their socket and a little heap. Legs
 // without a raw socket (wss:// upstreams, wrapped connections) and
-// platforms without epoll keep a goroutine for the leg's whole life.
+// platforms without epoll keep their goroutine.
 
-// polledLeg is a relay pump registered with the poller.
+// parkAfter is how long a leg waits for bytes, in Go's netpoller, before it
+// is parked: between parkAfter/2 and parkAfter.
+const parkAfter = 2 * time.Second
+
+// polledLeg is a relay pump's registration with the poller.
 type polledLeg struct {
 	p     *pumpState
 	raw   syscall.RawConn
 	fd    int32 // set by poller.add
+	added bool  // owned by the pump: registered (later parks re-arm)
 	state atomic.Int32
-	// again: an event came while the pump was running; it reads once more
-	// before it parks, so no arrival is missed between its last read and
-	// its parking.
-	again atomic.Bool
 }
 
 // States of a polledLeg.
@@ -33,67 +38,55 @@ const (
 	legEnded                // its pump has stopped
 )
 
-// errWouldBlock: nothing has arrived.
-var errWouldBlock = errors.New("would block")
-
-// ready is the poller's event for l; it runs l's pump unless one is
-// running. Called from the loop, holding its lock: it never blocks.
-func (l *polledLeg) ready() {
-	l.again.Store(true) // before the CAS: see readReady
-	if l.state.CompareAndSwap(legParked, legRunning) {
-		thePoller.dispatchLocked(l)
-	}
-}
-
-// start runs the pump: parked in the poller when its leg is a plain socket
-// and the poller is there, else on a goroutine for the leg's life. The
-// first burst (bytes behind the handshake, or already arrived) is read at
-// once.
+// start runs the pump on a goroutine; a pump on a plain socket parks its
+// leg when it idles.
 func (p *pumpState) start() {
 	if p.src.raw != nil {
-		l := &polledLeg{p: p, raw: p.src.raw} // legRunning: events wait for the first burst
-		p.polled = l
-		p.src.polled.Store(l)
-		if thePoller.add(l) == nil {
-			thePoller.dispatch(l)
-			return
-		}
-		p.polled = nil
-		p.src.polled.Store(nil)
+		p.polled = &polledLeg{p: p, raw: p.src.raw}
+		p.src.polled.Store(p.polled)
+		p.src.idle = parkAfter
 	}
 	go p.run()
 }
 
-// readReady reads and relays what has arrived until the leg would block,
-// then parks it in the poller. Its goroutine ends there.
-func (p *pumpState) readReady() {
-	l := p.polled
-	for {
-		bp, n, err := p.src.readNow()
-		if err == errWouldBlock {
-			l.state.Store(legParked)
-			if !l.again.Swap(false) || !l.state.CompareAndSwap(legParked, legRunning) {
-				return // parked; or another event (or the closer) took it
-			}
-			continue
-		}
-		if err != nil {
-			p.readFailed()
-			p.end()
-			return
-		}
-		p.bp, p.n = bp, n
-		done := p.drain()
-		if p.bp != nil {
-			bufPool.Put(p.bp)
-			p.bp = nil
-		}
-		if done {
-			p.end()
-			return
-		}
+// ready is the poller's event for l: bytes arrived on its parked leg.
+// Called from the loop: it never blocks.
+func (l *polledLeg) ready() {
+	if l.state.CompareAndSwap(legParked, legRunning) {
+		go l.p.run()
 	}
 }
+
+// park parks the pump's idle leg in the poller. It reports whether the
+// pump's goroutine must end: the leg is parked, or the closer has ended
+// the pump. Otherwise (no poller) the pump reads on without an idle bound.
+func (p *pumpState) park() bool {
+	l := p.polled
+	first := !l.added
+	l.added = true           // before parking: the goroutine an event starts reads it
+	l.state.Store(legParked) // before arming: the first event finds it parked
+	var err error
+	if first {
+		err = thePoller.add(l)
+	} else {
+		err = thePoller.rearm(l)
+	}
+	if err == nil {
+		return true
+	}
+	if !l.state.CompareAndSwap(legParked, legRunning) {
+		return true // the closer took it
+	}
+	l.added = !first
+	if !errors.Is(err, errNoPoller) {
+		return false // the connection is closing: the next read ends the pump
+	}
+	p.src.idle = 0
+	return false
+}
+
+// idled reports whether err is readFresh's idle bound passing.
+func idled(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // end marks the pump stopped: its leg leaves the poller, its close
 // handshake stops waiting, and the session counts one reader less. It runs
@@ -101,7 +94,9 @@ func (p *pumpState) readReady() {
 func (p *pumpState) end() {
 	if l := p.polled; l != nil {
 		l.state.Store(legEnded)
-		thePoller.remove(l)
+		if l.added {
+			thePoller.remove(l)
+		}
 	}
 	close(p.src.readDone)
 	p.s.readerDone()

@@ -3,19 +3,17 @@
 package proxy
 
 import (
-	"runtime"
+	"errors"
 	"sync"
 	"syscall"
 )
 
 // poller is the event loop that watches idle wire legs (poll.go): one
 // epoll instance, one goroutine blocked in epoll_wait while any leg is
-// registered, and a small pool of workers. A leg is registered
-// edge-triggered: an event hands a parked leg to an idle worker (or, when
-// all are busy, to a goroutine of its own, so a stalled peer never holds up
-// others), which reads until nothing is left and parks it again. The loop and
-// its workers are owned by the registered legs: they end when the last one
-// leaves, and the next registration starts them again.
+// registered. A leg is armed one-shot when it parks: its event hands it to
+// a goroutine of its own, which reads it until it idles again. The loop is
+// owned by the registered legs: it ends when the last one leaves, and the
+// next registration starts it again.
 type poller struct {
 	once    sync.Once
 	initErr error
@@ -26,14 +24,16 @@ type poller struct {
 	mu      sync.Mutex
 	legs    map[int32]*polledLeg // guarded by mu: registered legs by fd
 	running bool                 // guarded by mu: the loop's goroutine exists
-	work    chan *polledLeg      // guarded by mu: idle workers receive here
 }
 
 var thePoller poller
 
-// epollET is EPOLLET as the uint32 epoll_event.events holds it (syscall's
-// constant is a negative int).
-const epollET = 1 << 31
+// errNoPoller: the poller could not be set up; legs keep their goroutine.
+var errNoPoller = errors.New("no event loop")
+
+// pollEvents: readable, or the peer hung up; one event per arming (a
+// woken leg is read on its own goroutine until it idles again).
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
 func (p *poller) init() error {
 	p.once.Do(func() {
@@ -52,29 +52,24 @@ func (p *poller) init() error {
 	return p.initErr
 }
 
-// add registers l (its fd, while the connection is held open) for
-// edge-triggered readability: an event each time bytes arrive.
+// add registers l (its fd, while the connection is held open), armed.
 func (p *poller) add(l *polledLeg) error {
 	if err := p.init(); err != nil {
-		return err
+		return errNoPoller
 	}
 	var cerr error
 	err := l.raw.Control(func(fd uintptr) {
 		l.fd = int32(fd)
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: l.fd}
+		ev := syscall.EpollEvent{Events: pollEvents, Fd: l.fd}
 		if cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); cerr != nil {
 			return
 		}
 		p.legs[l.fd] = l
 		if !p.running {
 			p.running = true
-			p.work = make(chan *polledLeg)
-			for range runtime.GOMAXPROCS(0) * workersPerProc {
-				go worker(p.work)
-			}
-			go p.loop(p.work)
+			go p.loop()
 		}
 	})
 	if err != nil {
@@ -99,37 +94,23 @@ func (p *poller) remove(l *polledLeg) {
 	p.mu.Unlock()
 }
 
-// workersPerProc sizes the worker pool: a worker relays one burst at a time,
-// and may wait mid-frame or on a slow peer.
-const workersPerProc = 4
-
-// dispatch runs l's pump on an idle worker, or on a goroutine of its own
-// when none is idle.
-func (p *poller) dispatch(l *polledLeg) {
-	p.mu.Lock()
-	p.dispatchLocked(l)
-	p.mu.Unlock()
-}
-
-func (p *poller) dispatchLocked(l *polledLeg) {
-	select {
-	case p.work <- l:
-	default:
-		go l.p.readReady()
+// rearm arms a parked l for its next readability event. It fails once
+// the connection is closed.
+func (p *poller) rearm(l *polledLeg) error {
+	var cerr error
+	err := l.raw.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: pollEvents, Fd: l.fd}
+		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+	})
+	if err != nil {
+		return err
 	}
+	return cerr
 }
 
-// worker relays bursts handed to it until the loop ends.
-func worker(work <-chan *polledLeg) {
-	for l := range work {
-		l.p.readReady()
-	}
-}
-
-// loop waits for events and hands each ready leg to a worker. It never
-// blocks on a leg. When the last leg has left, it stops its workers and
-// ends.
-func (p *poller) loop(work chan *polledLeg) {
+// loop waits for events and hands each ready leg to a goroutine of its
+// own. It never blocks on a leg. When the last leg has left, it ends.
+func (p *poller) loop() {
 	var events [128]syscall.EpollEvent
 	var drain [64]byte
 	for {
@@ -149,7 +130,6 @@ func (p *poller) loop(work chan *polledLeg) {
 		}
 		if len(p.legs) == 0 {
 			p.running = false
-			close(work)
 			p.mu.Unlock()
 			return
 		}

@@ -26,15 +26,22 @@ func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) 
 	return p
 }
 
-// run relays until src's close frame or the end of its connection, on a
-// goroutine for the leg's whole life (see poll.go for the parked kind).
+// run relays until src's close frame or the end of its connection, or
+// until its leg idles and is parked (poll.go): the next bytes run it again
+// on a fresh goroutine.
 func (p *pumpState) run() {
 	src := p.src
-	defer p.end()
 	for {
 		bp, n, err := src.readFresh()
 		if err != nil {
+			if idled(err) && p.park() {
+				return
+			}
+			if idled(err) {
+				continue
+			}
 			p.readFailed()
+			p.end()
 			return
 		}
 		p.bp, p.n = bp, n
@@ -44,6 +51,7 @@ func (p *pumpState) run() {
 			p.bp = nil
 		}
 		if done {
+			p.end()
 			return
 		}
 	}
@@ -62,7 +70,7 @@ type pumpState struct {
 	msgLen    int64   // its payload bytes so far
 	dead      bool    // a write to dst failed: frames are dropped
 	control   controlBudget
-	polled    *polledLeg // set when parked in the poller between bursts
+	polled    *polledLeg // set when the leg may be parked in the poller
 }
 
 // drain relays every frame in the buffer, reading more while a frame is

@@ -152,8 +152,8 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 }
 
 // open counts and logs the session and arms its timers. It runs on the
-// HTTP handler's goroutine, which is about to end, so that run's goroutine,
-// alive for the socket's lifetime, never grows its stack for a log line.
+// HTTP handler's goroutine, which is about to end, so that no pump's
+// goroutine grows its stack for a log line.
 func (s *session) open() {
 	s.h.metrics.active.WithLabelValues(s.rt.cfg.Path).Inc()
 	if ce := s.h.log.Check(zap.InfoLevel, "connection_opened"); ce != nil {
@@ -187,9 +187,10 @@ func (s *session) readerDone() {
 	}
 }
 
-// finish counts, logs and unregisters the ended session. It is its own
-// function so that run's frame, parked under the pump for the socket's
-// whole life, stays small (the log line's fields would make it 1 KiB).
+// finish counts, logs and unregisters the ended session, on the goroutine
+// of whichever pump (or closeLegs) ended last. It is its own function so
+// that the frames of the pumps that call it through readerDone stay small
+// (the log line's fields would make it 1 KiB).
 //
 //go:noinline
 func (s *session) finish() {

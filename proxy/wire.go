@@ -35,10 +35,13 @@ type wire struct {
 
 	// Owned by the pump reading this leg: the read callbacks and results.
 	readFn func(fd uintptr) bool
-	tryFn  func(fd uintptr) bool
-	rbuf   *[]byte
-	rn     int
-	rerr   error
+	// idle, when set, bounds readFresh's wait: a leg with nothing to read
+	// for between idle/2 and idle is parked in the poller (poll.go).
+	idle      time.Duration
+	rdeadline time.Time // the read deadline set on conn, or zero
+	rbuf      *[]byte
+	rn        int
+	rerr      error
 
 	pong     chan struct{} // the pump signals each pong read here; capacity 1
 	readDone chan struct{} // closed when this leg's pump stops reading
@@ -54,45 +57,8 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn, w.tryFn = w.readOnce, w.tryOnce
+	w.readFn = w.readOnce
 	return w
-}
-
-// readNow reads what has arrived into a pooled buffer taken only once
-// bytes are there: bytes left from the handshake, or one read(2). It
-// returns errWouldBlock when nothing has arrived. Plain sockets only.
-func (w *wire) readNow() (*[]byte, int, error) {
-	if len(w.pending) > 0 {
-		bp := bufPool.Get().(*[]byte)
-		n, _ := w.read(*bp)
-		return bp, n, nil
-	}
-	err := w.raw.Read(w.tryFn)
-	bp, n, rerr := w.rbuf, w.rn, w.rerr
-	w.rbuf, w.rerr = nil, nil
-	switch {
-	case err != nil:
-		rerr = err
-	case rerr == syscall.EAGAIN:
-		return nil, 0, errWouldBlock
-	case rerr == nil && n == 0:
-		rerr = io.EOF
-	}
-	if rerr != nil {
-		if bp != nil {
-			bufPool.Put(bp)
-		}
-		return nil, 0, rerr
-	}
-	return bp, n, nil
-}
-
-// tryOnce is readOnce that does not wait: EAGAIN is its result.
-func (w *wire) tryOnce(fd uintptr) bool {
-	if !w.readOnce(fd) {
-		w.rbuf, w.rn, w.rerr = nil, 0, syscall.EAGAIN
-	}
-	return true
 }
 
 // close closes the connection, and ends its pump if it is parked.
@@ -124,6 +90,14 @@ func (w *wire) readFresh() (*[]byte, int, error) {
 		bp := bufPool.Get().(*[]byte)
 		(*bp)[0] = w.one[0]
 		return bp, 1, nil
+	}
+	if w.idle > 0 {
+		// Moved only when less than half is left: most waits cost no
+		// timer update.
+		if now := time.Now(); w.rdeadline.Sub(now) < w.idle/2 {
+			w.rdeadline = now.Add(w.idle)
+			w.conn.SetReadDeadline(w.rdeadline)
+		}
 	}
 	err := w.raw.Read(w.readFn)
 	bp, n, rerr := w.rbuf, w.rn, w.rerr
@@ -169,6 +143,10 @@ func (w *wire) read(p []byte) (int, error) {
 			w.pending = nil
 		}
 		return n, nil
+	}
+	if !w.rdeadline.IsZero() { // the rest of a frame has no idle bound
+		w.rdeadline = time.Time{}
+		w.conn.SetReadDeadline(w.rdeadline)
 	}
 	return w.conn.Read(p)
 }

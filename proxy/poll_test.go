@@ -1,0 +1,87 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgate/wsgate/internal/wstest"
+	"github.com/wsgate/wsgate/proxy"
+)
+
+// Idle passthrough pairs hold no goroutine in wsgate: once quiet for a
+// couple of seconds their legs wait in the event loop, and wake to relay
+// when a message comes.
+func TestIdlePassthroughPairsHoldNoGoroutine(t *testing.T) {
+	const pairs = 50
+	up := wstest.NewUpstream(t)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	tok := wstest.Token(t, "alice", nil)
+	// dialAll opens pairs connections and returns the goroutines they added.
+	dialAll := func(url string, accepted int) ([]*websocket.Conn, int) {
+		settle()
+		before := runtime.NumGoroutine()
+		var conns []*websocket.Conn
+		for range pairs {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, _, err := websocket.Dial(ctx, url, bearer(tok))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.CloseNow() })
+			conns = append(conns, c)
+		}
+		wstest.WaitFor(t, "upstream accepted all", func() bool { return len(up.Requests()) >= accepted })
+		time.Sleep(idleLegsPark) // legs park after 1–2 s without bytes
+		settle()
+		return conns, runtime.NumGoroutine() - before
+	}
+	_, direct := dialAll(up.WSURL()+"/echo", pairs) // the clients' and the upstream's own goroutines
+	proxied, through := dialAll(g.wsURL("/ws/echo"), 2*pairs)
+	// The event loop is one goroutine per process; a goroutine per leg
+	// would add 2*pairs.
+	if extra := through - direct; extra > pairs/2 {
+		t.Errorf("%d idle pairs through wsgate added %d goroutines beyond direct connections (%d vs %d); want none per pair",
+			pairs, extra, through, direct)
+	}
+	for round := range 2 { // they still relay, woken from the loop; then idle again
+		if round == 1 {
+			time.Sleep(idleLegsPark)
+		}
+		relayEach(t, proxied)
+	}
+}
+
+// idleLegsPark is a little over how long a quiet leg keeps its goroutine.
+const idleLegsPark = 2500 * time.Millisecond
+
+func relayEach(t *testing.T, proxied []*websocket.Conn) {
+	t.Helper()
+	for i, c := range proxied {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		msg := fmt.Sprintf("after idling %d", i)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, b, err := c.Read(ctx); err != nil || string(b) != msg {
+			t.Fatalf("pair %d: echo %q, %v", i, b, err)
+		}
+		cancel()
+	}
+}
+
+// settle lets goroutines that are ending (handshakes) end.
+func settle() {
+	for range 10 {
+		runtime.Gosched()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
