@@ -12,6 +12,15 @@ import { nextEvent, record, needsWsgate, startWsgate, waitUntil } from './helper
 
 const fast = { initial: 100, max: 500, factor: 2 };
 
+/** hellos waits until rec holds n hello frames from the demo upstream and returns the last one's data.
+ * (Listening for the next event instead would race: the hello can arrive in the same tick as `open`,
+ * or before the test's restarted wsgate has answered /readyz.) */
+async function hellos(rec, n, timeout = 20_000) {
+  const all = () => rec.messages().filter((m) => m?.type === 'hello');
+  await waitUntil(() => all().length >= n, { timeout, what: `${n} hello frame(s)` });
+  return all()[n - 1].data;
+}
+
 /** SpyWebSocket records every URL the client opens. */
 function spy(urls) {
   return class extends WebSocket {
@@ -38,13 +47,14 @@ describe('tickets and first-message auth against wsgate demo', { skip: needsWsga
     };
     const conn = connect({ url: `${gate.ws}/ws/chat`, token, ticket: `${gate.http}/auth/ticket`, backoff: fast, WebSocket: spy(urls) });
     t.after(() => conn.close());
-    assert.deepEqual(await nextEvent(conn, 'type:hello'), { user: 'alice', tenant: 'demo' });
+    const rec = record(conn);
+    assert.deepEqual(await hellos(rec, 1), { user: 'alice', tenant: 'demo' });
 
     // Drop the socket from wsgate's side: the client reconnects with a new ticket.
     const restart = await gate.stop('SIGTERM', 5_000);
     assert.equal(restart.code, 0);
     gate = await startWsgate({ port: gate.port, adminPort: gate.adminPort });
-    assert.deepEqual(await nextEvent(conn, 'type:hello', { timeout: 20_000 }), { user: 'alice', tenant: 'demo' });
+    assert.deepEqual(await hellos(rec, 2), { user: 'alice', tenant: 'demo' });
 
     const tickets = urls.map((u) => new URL(u).searchParams.get('ticket'));
     assert.ok(urls.length >= 2, urls.join('\n'));
@@ -68,7 +78,7 @@ describe('tickets and first-message auth against wsgate demo', { skip: needsWsga
     const conn = connect({ url: `${gate.ws}/ws/chat`, ticket, backoff: fast, WebSocket });
     t.after(() => conn.close());
     const rec = record(conn);
-    assert.deepEqual(await nextEvent(conn, 'type:hello'), { user: 'bob', tenant: 'demo' });
+    assert.deepEqual(await hellos(rec, 1), { user: 'bob', tenant: 'demo' });
     assert.deepEqual(rec.stateNames().slice(0, 4), ['connecting', 'reconnecting', 'connecting', 'open']);
     assert.equal(calls, 2);
   });
@@ -87,7 +97,7 @@ describe('tickets and first-message auth against wsgate demo', { skip: needsWsga
     const refused = states.find((s) => s.state === 'reconnecting');
     assert.equal(refused.code, 4401);
     assert.match(refused.reason, /^auth failed: malformed token/);
-    assert.deepEqual(await nextEvent(conn, 'type:hello'), { user: 'carol', tenant: 'demo' });
+    assert.deepEqual(await hellos(rec, 1), { user: 'carol', tenant: 'demo' });
     conn.send('hi there');
     await waitUntil(() => rec.messages().some((m) => m?.type === 'complete'), { what: 'complete' });
     assert.ok(urls.every((u) => u === `${gate.ws}/ws/assistant`), urls.join('\n'));
