@@ -189,14 +189,7 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 		client.CloseNow()
 		return
 	}
-	h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "ok").Inc()
-	h.metrics.handshakeSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
-	s := h.newSession(rt, r, hs, client, clientRaw)
-	if s == nil {
-		return // drain began during the handshake; both legs closed with 1001
-	}
-	s.open()
-	go s.run()
+	h.startSession(rt, r, hs, client, clientRaw, start)
 }
 
 // admit runs the checks that come before a token: draining, the upgrade

@@ -235,9 +235,14 @@ func (h *Handler) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 		h.release(hs, "client handshake failed")
 		return
 	}
+	h.startSession(rt, r, hs, client, clientRaw, start)
+}
+
+// startSession counts an accepted handshake and runs its session on a
+// goroutine the Handler owns (Drain waits for it).
+func (h *Handler) startSession(rt *route, r *http.Request, hs *handshake, client *websocket.Conn, clientRaw net.Conn, start time.Time) {
 	h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "ok").Inc()
 	h.metrics.handshakeSeconds.WithLabelValues(rt.cfg.Path).Observe(time.Since(start).Seconds())
-
 	s := h.newSession(rt, r, hs, client, clientRaw)
 	if s == nil {
 		return // drain began during the handshake; both legs closed with 1001
