@@ -153,8 +153,9 @@ func TestSharedCapsAcrossReplicas(t *testing.T) {
 		t.Errorf("second connection on another replica: %d, want 429", got)
 	}
 	c.Close(websocket.StatusNormalClosure, "")
+	// The fleet-wide key is (tenant, user): t1/alice.
 	wstest.WaitFor(t, "slot released fleet-wide", func() bool {
-		out, _ := r.Do("ZCARD", "wsgate:conns:{user:0::alice}")
+		out, _ := r.Do("ZCARD", "wsgate:conns:{user:2:t1:alice}")
 		return out == "0"
 	})
 	g2.dial(t, "/ws/echo", tok)
