@@ -318,3 +318,27 @@ func TestHeartbeatTimeoutMayExceedInterval(t *testing.T) {
 		t.Fatalf("1ns dial_timeout: %v", err)
 	}
 }
+
+// A heartbeat whose timeout exceeds its interval runs: live peers stay
+// connected across many rounds (TestHeartbeatClosesSilentPeers covers the
+// silent ones).
+func TestHeartbeatWithTimeoutOverIntervalRuns(t *testing.T) {
+	up := wstest.NewUpstream(t)
+	up.Serve = wstest.Echo
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.HeartbeatInterval = 100 * time.Millisecond
+		o.proxy.HeartbeatTimeout = 300 * time.Millisecond
+	})
+	c := g.dial(t, "/ws/echo?token="+wstest.Token(t, "alice", nil), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 10; i++ { // about ten heartbeat rounds, the client reading (and so answering pings)
+		c.Write(ctx, websocket.MessageText, []byte("x"))
+		if got := readText(t, c); got != "x" {
+			t.Fatalf("round %d: echo %q", i, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
