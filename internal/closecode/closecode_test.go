@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -170,6 +172,29 @@ func TestREADMEListsOnlyTableCodes(t *testing.T) {
 		fmt.Sscan(string(m[1]), &code)
 		if _, ok := closecode.Lookup(websocket.StatusCode(code)); !ok {
 			t.Errorf("README.md lists close code %d, which wsgate neither sends nor has in its table", code)
+		}
+	}
+}
+
+// Every reason an event sends appears in the README row of the code its
+// client gets, so a reader can look up any close wsgate sends.
+func TestREADMERowsNameEveryEventReason(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Skip("README.md does not exist yet")
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if f := strings.SplitN(line, "|", 3); len(f) == 3 && strings.TrimSpace(f[0]) == "" {
+			if code := strings.TrimSpace(f[1]); len(code) == 4 && rows[code] == "" {
+				rows[code] = line
+			}
+		}
+	}
+	for _, ev := range closecode.Events {
+		row := rows[strconv.Itoa(int(ev.Client))]
+		if !strings.Contains(row, ev.Reason) {
+			t.Errorf("README's %d row does not name the reason %q", ev.Client, ev.Reason)
 		}
 	}
 }
