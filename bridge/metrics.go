@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dropped:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgate_bridge_messages_dropped_total", Help: "Messages not delivered, by reason."}, []string{"reason"}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_bridge_slow_consumer_closes_total", Help: "Subscribers dropped because their queue overflowed."}),
 		publishes:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgate_bridge_publishes_total", Help: "Publishes by result."}, []string{"result"}),
-		replays:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgate_bridge_replays_total", Help: "Resume requests by result (recovered, too_old, epoch_changed, bad_position)."}, []string{"result"}),
+		replays:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgate_bridge_replays_total", Help: "Resume requests by result (recovered, too_old, epoch_changed, too_large, bad_position)."}, []string{"result"}),
 		replayed:      prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_bridge_replayed_messages_total", Help: "Messages replayed to resuming clients."}),
 		reconnects:    prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_bridge_redis_reconnects_total", Help: "Redis Pub/Sub reconnections after a loss."}),
 		downSeconds:   prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_bridge_redis_disconnected_seconds_total", Help: "Time spent without a Redis Pub/Sub connection after a loss."}),
