@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
@@ -116,6 +117,7 @@ func (h *Handler) stopPending() { h.pendingAuth().cancel() }
 // accepted client to a session.
 func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r = h.startTrace(r, rt) // tracing hook (trace.go): session and handshake spans, as for a token handshake
 	p := h.pendingAuth()
 	if err := h.admit(r); err != nil {
 		h.reject(w, r, rt, err)
@@ -149,7 +151,9 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 
 	// The client's first offered subprotocol (not a token carrier) is both
 	// what it gets and the only one offered to the upstream.
-	r = r.Clone(context.Background())
+	// The socket outlives ServeHTTP: keep the request's values (the trace)
+	// but not its cancellation.
+	r = r.Clone(context.WithoutCancel(r.Context()))
 	offered := h.verifier.Subprotocols(r.Header)
 	r.Header.Del("Sec-WebSocket-Protocol")
 	pre := &handshake{}
@@ -160,22 +164,25 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 	client, clientRaw, err := h.acceptConn(w, r, pre)
 	if err != nil {
 		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
+		traceRejected(r.Context(), 0, err)
 		return
 	}
 	token, err := h.awaitAuth(p.ctx, client, clientRaw)
 	release()
 	if err != nil {
+		traceRejected(r.Context(), http.StatusUnauthorized, err)
 		h.firstMessageFailed(rt, r, err)
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Limits.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
 	ctx = context.WithValue(ctx, preauthKey{}, &preauth{token: token})
 	hs, err := h.handshake(ctx, rt, r)
 	cancel()
 	if err != nil {
 		code, reason := closeForHandshake(err)
 		closeBounded(client, clientRaw, code, reason, closeHandshakeTimeout)
+		traceRejected(r.Context(), statusFor(err), err)
 		h.firstMessageFailed(rt, r, err)
 		return
 	}
@@ -185,6 +192,7 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 	cancel()
 	if err != nil {
 		h.metrics.handshakes.WithLabelValues(rt.cfg.Path, "accept_failed").Inc()
+		traceRejected(r.Context(), 0, err)
 		h.release(hs, "client went away")
 		client.CloseNow()
 		return
@@ -279,13 +287,32 @@ func closeForHandshake(err error) (websocket.StatusCode, string) {
 		code = closecode.AccessDenied
 	case status == http.StatusTooManyRequests, status == http.StatusServiceUnavailable:
 		code = closecode.TryAgainLater
-	case status == http.StatusBadGateway, status == http.StatusGatewayTimeout, status >= 400 && status < 500:
+	case isUpstreamRefusal(err), status == http.StatusBadGateway, status == http.StatusGatewayTimeout:
 		code = closecode.BadGateway // the upstream refused or failed
+	case status >= 400 && status < 500:
+		code = closecode.PolicyViolation // wsgate refused the request itself (a bad path parameter)
 	}
-	if len(reason) > 123 {
-		reason = reason[:123]
+	return code, closeReason(reason)
+}
+
+// isUpstreamRefusal reports whether err is the upstream's own refusal of
+// the handshake (its 4xx passed through).
+func isUpstreamRefusal(err error) bool {
+	var ue *UpstreamError
+	return errors.As(err, &ue)
+}
+
+// closeReason fits s into a close frame's 123 bytes without cutting a
+// UTF-8 sequence: a close reason must be valid UTF-8.
+func closeReason(s string) string {
+	if len(s) <= 123 {
+		return s
 	}
-	return code, reason
+	s = s[:123]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // firstMessageFailed counts and logs a first-message client that never

@@ -102,7 +102,9 @@ func traceRejected(ctx context.Context, status int, err error) {
 	}
 	for _, span := range []trace.Span{st.handshake, st.session} {
 		span.SetAttributes(attrs...)
-		span.SetStatus(codes.Error, err.Error())
+		// The result, not err's text: a dial or verification error can quote
+		// the upstream URL or parts of the token, which no attribute may hold.
+		span.SetStatus(codes.Error, result)
 		span.End()
 	}
 }

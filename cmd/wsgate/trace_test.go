@@ -416,3 +416,82 @@ func waitReady(t *testing.T, admin string, p *process) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A first-message connection is traced like a token handshake: the same
+// session → handshake → upstream.dial tree under the gateway's span, the
+// upstream gets the dial span's traceparent, and a bad auth message ends
+// the spans with the verification step, never the token's text.
+func TestTraceOfFirstMessageSession(t *testing.T) {
+	col := &collector{}
+	recv := httptest.NewServer(col)
+	defer recv.Close()
+	up := wstest.NewUpstream(t)
+	listen, admin := freeAddr(t), freeAddr(t)
+	p := startTraced(t, fmt.Sprintf(`
+listen: %q
+admin_listen: %q
+auth: {hmac_secret: %q}
+tracing: {enabled: true, endpoint: %q, protocol: http/protobuf}
+routes:
+  - {path: /ws/assistant, upstream: %q, auth: first_message}
+`, listen, admin, wstest.Secret, recv.URL, up.WSURL()+"/echo"), "OTEL_BSP_SCHEDULE_DELAY=50")
+	waitReady(t, admin, p)
+
+	const gwTrace, gwSpan = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+	dial := func(trace string) *websocket.Conn {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws://"+listen+"/ws/assistant", &websocket.DialOptions{
+			HTTPHeader: http.Header{"Traceparent": {"00-" + trace + "-" + gwSpan + "-01"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dial(gwTrace)
+	c.Write(ctx, websocket.MessageText, []byte(`{"type":"auth","token":"`+wstest.Token(t, "alice", nil)+`"}`))
+	if _, ack, err := c.Read(ctx); err != nil || !bytes.Contains(ack, []byte(`"wsgate.auth"`)) {
+		t.Fatalf("ack %s %v", ack, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+
+	traceID, _ := hex.DecodeString(gwTrace)
+	parent, _ := hex.DecodeString(gwSpan)
+	session := col.span(t, traceID, "session")
+	handshake := col.span(t, traceID, "handshake")
+	dialSpan := col.span(t, traceID, "upstream.dial")
+	if !bytes.Equal(session.ParentSpanId, parent) || !bytes.Equal(handshake.ParentSpanId, session.SpanId) ||
+		!bytes.Equal(dialSpan.ParentSpanId, handshake.SpanId) {
+		t.Errorf("span tree: session←%x handshake←%x dial←%x", session.ParentSpanId, handshake.ParentSpanId, dialSpan.ParentSpanId)
+	}
+	if ev := strings.Join(events(handshake), ","); ev != "route_matched,token_verified" {
+		t.Errorf("handshake events %s", ev)
+	}
+	if a := attrs(session); a["enduser.id"] != "alice" || a["wsgate.close.client_code"] != int64(1000) {
+		t.Errorf("session attributes %v", a)
+	}
+	if tp, want := up.LastRequest(t).Header.Get("Traceparent"), fmt.Sprintf("00-%s-%x-01", gwTrace, dialSpan.SpanId); tp != want {
+		t.Errorf("upstream got traceparent %q, want %q", tp, want)
+	}
+
+	badTrace := strings.Repeat("cd", 16)
+	c = dial(badTrace)
+	const forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.forged-signature"
+	c.Write(ctx, websocket.MessageText, []byte(`{"type":"auth","token":"`+forged+`"}`))
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != 4401 {
+		t.Fatalf("bad auth message: %v, want 4401", err)
+	}
+	bad, _ := hex.DecodeString(badTrace)
+	rejected := col.span(t, bad, "handshake")
+	if a := attrs(rejected); a["wsgate.handshake.failed_step"] != "verification" || rejected.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("rejected first-message handshake %v %v", a, rejected.Status)
+	}
+	for _, s := range col.all() {
+		if strings.Contains(s.Status.GetMessage(), "forged-signature") || strings.Contains(fmt.Sprint(s.Attributes), "forged-signature") {
+			t.Errorf("span %s carries the token", s.Name)
+		}
+	}
+}
