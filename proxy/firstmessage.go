@@ -119,7 +119,7 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 	start := time.Now()
 	r = h.startTrace(r, rt) // tracing hook (trace.go): session and handshake spans, as for a token handshake
 	p := h.pendingAuth()
-	if err := h.admit(r); err != nil {
+	if err := h.admit(r.Context(), r); err != nil {
 		h.reject(w, r, rt, err)
 		return
 	}
@@ -198,25 +198,6 @@ func (h *Handler) serveFirstMessage(rt *route, w http.ResponseWriter, r *http.Re
 		return
 	}
 	h.startSession(rt, r, hs, client, clientRaw, start)
-}
-
-// admit runs the checks that come before a token: draining, the upgrade
-// headers, Origin, and the per-IP handshake rate.
-func (h *Handler) admit(r *http.Request) error {
-	switch {
-	case h.draining.Load():
-		return ErrDraining
-	case !isUpgrade(r):
-		return ErrNotWebSocket
-	case !h.origins.allowed(r, requestScheme(r, h.peerTrusted(r))):
-		return ErrOrigin
-	}
-	lim := &h.cfg.Limits
-	addr := clientAddr(r, h.trusted)
-	if !h.ipRate.allow(addr, time.Now()) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(r.Context(), "ip:"+addr, lim.HandshakesPerSecondPerIP) {
-		return fmt.Errorf("%w (client address)", ErrRateLimited)
-	}
-	return nil
 }
 
 // errAuthMessage and errAuthTimeout are why a waiting socket was closed

@@ -317,25 +317,33 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, brw, err
 }
 
+// admit runs the checks that come before a token: draining, the upgrade
+// headers, Origin, and the per-IP handshake rate.
+func (h *Handler) admit(ctx context.Context, r *http.Request) error {
+	switch {
+	case h.draining.Load():
+		return ErrDraining
+	case !isUpgrade(r):
+		return ErrNotWebSocket
+	case !h.origins.allowed(r, requestScheme(r, h.peerTrusted(r))):
+		return ErrOrigin
+	}
+	return h.allowIP(ctx, r)
+}
+
 // handshake runs every check in order (origin, token, claims, bridge,
 // upstream dial) and returns the first failure.
 func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ *handshake, err error) {
-	if h.draining.Load() {
-		return nil, ErrDraining
+	// A first-message client passed admit at its upgrade (firstmessage.go);
+	// only a drain begun since refuses it now.
+	if preauthed(ctx) {
+		if h.draining.Load() {
+			return nil, ErrDraining
+		}
+	} else if err := h.admit(ctx, r); err != nil {
+		return nil, err
 	}
-	if !isUpgrade(r) {
-		return nil, ErrNotWebSocket
-	}
-	if !h.origins.allowed(r, requestScheme(r, h.peerTrusted(r))) {
-		return nil, ErrOrigin
-	}
-	now := time.Now()
-	addr := clientAddr(r, h.trusted)
 	lim := &h.cfg.Limits
-	// A first-message client's per-IP handshake was counted at its upgrade.
-	if !preauthed(ctx) && (!h.ipRate.allow(addr, now) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(ctx, "ip:"+addr, lim.HandshakesPerSecondPerIP)) {
-		return nil, fmt.Errorf("%w (client address)", ErrRateLimited)
-	}
 	raw, err := h.credential(ctx, r) // a ticket, a first message's token, or Extract (ticket.go)
 	if err != nil {
 		return nil, err
@@ -346,13 +354,13 @@ func (h *Handler) handshake(ctx context.Context, rt *route, r *http.Request) (_ 
 	}
 	traceEvent(ctx, "token_verified") // tracing hook (trace.go)
 	user := userKey(id.Tenant, id.User)
-	if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
-		return nil, fmt.Errorf("%w (user)", ErrRateLimited)
+	if err := h.allowUser(ctx, user); err != nil {
+		return nil, err
 	}
 	if rt.cfg.History != nil && r.URL.Query().Has(SinceParam) {
 		// A resume reads history: it costs a second handshake token.
-		if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
-			return nil, fmt.Errorf("%w (user resumes)", ErrRateLimited)
+		if err := h.allowUser(ctx, user); err != nil {
+			return nil, fmt.Errorf("%w: a resume costs a second token", err)
 		}
 	}
 	hs := &handshake{reqID: requestID(r), id: id}

@@ -320,3 +320,23 @@ func parseCIDRs(list []string) []*net.IPNet {
 	}
 	return out
 }
+
+// allowIP counts one handshake for the client address of r against the
+// per-IP rate, locally and (with shared limits) fleet-wide.
+func (h *Handler) allowIP(ctx context.Context, r *http.Request) error {
+	addr, rate := clientAddr(r, h.trusted), h.cfg.Limits.HandshakesPerSecondPerIP
+	if !h.ipRate.allow(addr, time.Now()) || h.shared != nil && rate > 0 && !h.shared.Allow(ctx, "ip:"+addr, rate) {
+		return fmt.Errorf("%w (client address)", ErrRateLimited)
+	}
+	return nil
+}
+
+// allowUser counts one handshake (or ticket, or resume) for user, a
+// userKey, against the per-user rate, locally and fleet-wide.
+func (h *Handler) allowUser(ctx context.Context, user string) error {
+	rate := h.cfg.Limits.HandshakesPerSecondPerUser
+	if !h.userRate.allow(user, time.Now()) || h.shared != nil && rate > 0 && !h.shared.Allow(ctx, "user:"+user, rate) {
+		return fmt.Errorf("%w (user)", ErrRateLimited)
+	}
+	return nil
+}

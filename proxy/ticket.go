@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -83,11 +82,8 @@ func (h *Handler) issueTicket(r *http.Request) (string, time.Duration, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Limits.HandshakeTimeout)
 	defer cancel()
-	now := time.Now()
-	lim := &h.cfg.Limits
-	addr := clientAddr(r, h.trusted)
-	if !h.ipRate.allow(addr, now) || h.shared != nil && lim.HandshakesPerSecondPerIP > 0 && !h.shared.Allow(ctx, "ip:"+addr, lim.HandshakesPerSecondPerIP) {
-		return "", 0, fmt.Errorf("%w (client address)", ErrRateLimited)
+	if err := h.allowIP(ctx, r); err != nil {
+		return "", 0, err
 	}
 	if vals := r.URL.Query(); vals.Has(h.verifier.QueryParam()) {
 		return "", 0, errTokenInQuery
@@ -105,9 +101,8 @@ func (h *Handler) issueTicket(r *http.Request) (string, time.Duration, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	user := userKey(id.Tenant, id.User)
-	if !h.userRate.allow(user, now) || h.shared != nil && lim.HandshakesPerSecondPerUser > 0 && !h.shared.Allow(ctx, "user:"+user, lim.HandshakesPerSecondPerUser) {
-		return "", 0, fmt.Errorf("%w (user)", ErrRateLimited)
+	if err := h.allowUser(ctx, userKey(id.Tenant, id.User)); err != nil {
+		return "", 0, err
 	}
 	return h.tickets.Issue(ctx, raw, id)
 }
