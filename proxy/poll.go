@@ -8,94 +8,123 @@ import (
 	"time"
 )
 
-// Idle wire legs hold no goroutine and no buffer. A relay pump on a plain
-// socket reads on a goroutine of its own while its leg is busy, waiting in
-// Go's netpoller as before; once the leg has been quiet for parkAfter, the
-// pump parks it in wsgate's event loop (poller) and its goroutine ends.
-// The next bytes wake the leg onto a fresh goroutine. Busy legs so cost
-// what a goroutine per direction costs (no extra syscall or wake-up per
-// message), and idle ones only their socket and a little heap. Legs
-// without a raw socket (wss:// upstreams, wrapped connections) and
-// platforms without epoll keep their goroutine.
+// Wire legs on plain sockets are relayed by wsgate's event loops
+// (poller_linux.go: epoll, one loop per CPU), not by a goroutine each.
+//
+// When a leg is readable its loop reads it once into a pooled buffer,
+// relays the whole frames it holds with one non-blocking write to the
+// other leg, and gives the buffer back: a leg between messages holds no
+// goroutine and no buffer, and a busy one costs a read and a write per
+// batch of frames, the loop's epoll_wait shared by every leg it watches.
+// Whatever cannot be done without waiting is handed to a goroutine that
+// takes the pump over (handoff): a frame longer than what arrived, a write
+// the other leg does not take at once (the goroutine waits for write
+// readiness in Go's netpoller, bounded by write_timeout), control frames
+// (pongs, close handshakes, budgets), a refused frame, the end of the
+// connection. That goroutine reads on until the leg has nothing more to
+// read, then parks it back in its loop and ends.
+//
+// Legs whose other side has no plain socket (a wss:// upstream: TLS must
+// be written by a goroutine) keep a goroutine while busy; once quiet for
+// parkAfter they are parked in the loop too, which only wakes them onto a
+// fresh goroutine. Legs without a plain socket themselves (TLS, wrapped
+// connections) and platforms without epoll keep their goroutine.
 
-// parkAfter is how long a leg waits for bytes, in Go's netpoller, before it
-// is parked: between parkAfter/2 and parkAfter.
+// parkAfter is how long a leg that the loop cannot relay waits for bytes,
+// in Go's netpoller, before it is parked: between parkAfter/2 and
+// parkAfter.
 const parkAfter = 2 * time.Second
 
-// polledLeg is a relay pump's registration with the poller.
+// polledLeg is a relay pump's registration with its event loop.
 type polledLeg struct {
-	p     *pumpState
-	raw   syscall.RawConn
-	fd    int32 // set by poller.add
-	added bool  // owned by the pump: registered (later parks re-arm)
-	state atomic.Int32
+	p    *pumpState
+	raw  syscall.RawConn
+	fd   int32   // set by the first arm
+	loop *poller // set by the first arm
+	// relays: the loop relays this leg's frames itself; otherwise an event
+	// only starts a goroutine. Static after start.
+	relays     bool
+	registered bool // owned by the pump: in its loop's table
+	state      atomic.Int32
 }
 
 // States of a polledLeg.
 const (
-	legRunning int32 = iota // a goroutine is reading it
-	legParked               // armed in the poller, nobody reading
+	legRunning int32 = iota // a goroutine, or the loop for one event, is running the pump
+	legParked               // watched by the loop, nobody running it
 	legEnded                // its pump has stopped
 )
 
-// start runs the pump on a goroutine; a pump on a plain socket parks its
-// leg when it idles.
+// start runs the pump on a goroutine, which parks its leg in the loop
+// once it has nothing to read.
 func (p *pumpState) start() {
 	if p.src.raw != nil {
-		p.polled = &polledLeg{p: p, raw: p.src.raw}
+		p.polled = &polledLeg{p: p, raw: p.src.raw, relays: p.dst == nil || p.dst.raw != nil}
 		p.src.polled.Store(p.polled)
-		p.src.idle = parkAfter
+		if !p.polled.relays {
+			p.src.idle = parkAfter
+		}
 	}
 	go p.run()
 }
 
-// ready is the poller's event for l: bytes arrived on its parked leg.
-// Called from the loop: it never blocks.
+// ready is the loop's event for l: bytes (or the peer's hangup) arrived on
+// its parked leg. The loop relays them if it can; otherwise a goroutine
+// takes the pump over. Called from the loop: it never blocks.
 func (l *polledLeg) ready() {
-	if l.state.CompareAndSwap(legParked, legRunning) {
-		go l.p.run()
+	if !l.state.CompareAndSwap(legParked, legRunning) {
+		return // ended meanwhile
 	}
+	if l.relays && l.p.relayOnLoop() {
+		l.state.Store(legParked)
+		if l.p.src.closed.Load() {
+			// Closed while the loop relayed: the closer found the leg
+			// running and left its end to the pump.
+			go l.endParked()
+		}
+		return
+	}
+	l.disarm()
+	go l.p.run()
 }
 
-// park parks the pump's idle leg in the poller. It reports whether the
+// nonBlocking reports whether the pump's reads return errWouldBlock rather
+// than wait: its leg goes back to the loop as soon as it is drained.
+func (p *pumpState) nonBlocking() bool { return p.polled != nil && p.polled.relays }
+
+// park parks the pump's idle leg in its loop. It reports whether the
 // pump's goroutine must end: the leg is parked, or the closer has ended
-// the pump. Otherwise (no poller) the pump reads on without an idle bound.
+// the pump. Otherwise (no poller) the pump reads on, blocking.
 func (p *pumpState) park() bool {
 	l := p.polled
-	first := !l.added
-	l.added = true           // before parking: the goroutine an event starts reads it
 	l.state.Store(legParked) // before arming: the first event finds it parked
-	var err error
-	if first {
-		err = thePoller.add(l)
-	} else {
-		err = thePoller.rearm(l)
-	}
+	err := l.arm()
 	if err == nil {
 		return true
 	}
 	if !l.state.CompareAndSwap(legParked, legRunning) {
 		return true // the closer took it
 	}
-	l.added = !first
 	if !errors.Is(err, errNoPoller) {
 		return false // the connection is closing: the next read ends the pump
 	}
+	l.relays = false
 	p.src.idle = 0
 	return false
 }
 
-// idled reports whether err is readFresh's idle bound passing.
-func idled(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+// idled reports whether err is readFresh's idle bound passing, or a
+// non-blocking read finding nothing.
+func idled(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) || err == errWouldBlock }
 
-// end marks the pump stopped: its leg leaves the poller, its close
+// end marks the pump stopped: its leg leaves the loop, its close
 // handshake stops waiting, and the session counts one reader less. It runs
 // once, on the goroutine that stops the pump.
 func (p *pumpState) end() {
 	if l := p.polled; l != nil {
 		l.state.Store(legEnded)
-		if l.added {
-			thePoller.remove(l)
+		if l.registered {
+			l.remove()
 		}
 	}
 	close(p.src.readDone)

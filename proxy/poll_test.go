@@ -85,3 +85,73 @@ func settle() {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Busy pairs are relayed by the event loops too: a leg that has relayed a
+// message goes back to its loop at once, so pairs that just carried traffic
+// hold no goroutine either, without the idle wait.
+func TestPassthroughPairsGoBackToTheLoopAfterEachMessage(t *testing.T) {
+	const pairs = 40
+	up := wstest.NewUpstream(t)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	tok := wstest.Token(t, "alice", nil)
+	dial := func(url string) []*websocket.Conn {
+		var conns []*websocket.Conn
+		for range pairs {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, _, err := websocket.Dial(ctx, url, bearer(tok))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.CloseNow() })
+			conns = append(conns, c)
+		}
+		return conns
+	}
+	// The goroutines pairs add once each has carried a few messages,
+	// counted straight away: well under the 1–2 s a leg the loop cannot
+	// relay keeps its goroutine.
+	added := func(url string) int {
+		settle()
+		before := runtime.NumGoroutine()
+		conns := dial(url)
+		for range 3 {
+			relayEach(t, conns)
+		}
+		settle()
+		return runtime.NumGoroutine() - before
+	}
+	direct := added(up.WSURL() + "/echo") // the clients' and the upstream's own
+	if extra := added(g.wsURL("/ws/echo")) - direct; extra > pairs/4 {
+		t.Errorf("%d pairs that just relayed hold %d goroutines more than direct connections; want none per pair", pairs, extra)
+	}
+}
+
+// Small messages to an upstream that stops reading fill its socket: the
+// loop's write does not wait, the rest goes out from a goroutine bounded by
+// write_timeout, and the session closes as it always has.
+func TestSmallMessagesToAStalledUpstreamTimeOut(t *testing.T) {
+	up := wstest.NewUpstream(t)
+	stall(t, up)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.WriteTimeout = 300 * time.Millisecond
+		o.proxy.Limits.MessagesPerSecond = -1
+	})
+	c := g.dial(t, "/ws/echo", bearer(wstest.Token(t, "alice", nil)))
+	go func() {
+		msg := make([]byte, 1000)
+		for i := 0; i < 200000; i++ { // 200 MB offered in frames the loop relays whole
+			if c.Write(context.Background(), websocket.MessageBinary, msg) != nil {
+				return
+			}
+		}
+	}()
+	ce := closeOf(t, c, 10*time.Second)
+	if ce.Code != websocket.StatusInternalError || ce.Reason != "upstream write timeout" {
+		t.Errorf("client got %d %q, want 1011 upstream write timeout", ce.Code, ce.Reason)
+	}
+}

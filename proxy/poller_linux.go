@@ -4,36 +4,51 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"syscall"
 )
 
-// poller is the event loop that watches idle wire legs (poll.go): one
-// epoll instance, one goroutine blocked in epoll_wait while any leg is
-// registered. A leg is armed one-shot when it parks: its event hands it to
-// a goroutine of its own, which reads it until it idles again. The loop is
-// owned by the registered legs: it ends when the last one leaves, and the
-// next registration starts it again.
+// poller is one event loop (poll.go): an epoll instance and one goroutine
+// waiting on it while any leg is registered. Legs are watched
+// level-triggered while the loop owns them and taken out (EPOLL_CTL_DEL)
+// while a goroutine runs their pump, so a busy leg costs no epoll_ctl per
+// message. The loop is owned by its registered legs: it ends when the last
+// one leaves, and the next registration starts it again.
 type poller struct {
 	once    sync.Once
 	initErr error
 	epfd    int
-	wakeR   int // read end of the pipe that wakes epoll_wait
-	wakeW   int
+	// ep is epfd as Go's netpoller sees it: the loop waits for it to be
+	// readable (an event is pending) parked like any goroutine, rather
+	// than blocking a thread in epoll_wait, so a wake-up costs a
+	// goroutine switch, not a thread's return from a blocking syscall.
+	ep    syscall.RawConn
+	epf   *os.File // keeps ep's file (and epfd) open for the process's life
+	wakeR int      // read end of the pipe that wakes the loop
+	wakeW int
 
 	mu      sync.Mutex
 	legs    map[int32]*polledLeg // guarded by mu: registered legs by fd
 	running bool                 // guarded by mu: the loop's goroutine exists
 }
 
-var thePoller poller
+// pollers are the event loops, one per CPU wsgate may use at start: a leg
+// is watched by the loop its fd picks, so each loop's legs are read and
+// relayed on that loop's goroutine while the others run theirs.
+var pollers = make([]poller, max(1, min(runtime.GOMAXPROCS(0), 16)))
+
+// pollerFor is the loop that watches fd.
+func pollerFor(fd int32) *poller { return &pollers[int(fd)%len(pollers)] }
 
 // errNoPoller: the poller could not be set up; legs keep their goroutine.
 var errNoPoller = errors.New("no event loop")
 
-// pollEvents: readable, or the peer hung up; one event per arming (a
-// woken leg is read on its own goroutine until it idles again).
-const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+// pollEvents: readable, or the peer hung up. Level-triggered: a leg the
+// loop read part of is reported again on the next wait.
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP
 
 func (p *poller) init() error {
 	p.once.Do(func() {
@@ -47,25 +62,40 @@ func (p *poller) init() error {
 		}
 		p.wakeR, p.wakeW = fds[0], fds[1]
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p.wakeR)}
-		p.initErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, p.wakeR, &ev)
+		if p.initErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, p.wakeR, &ev); p.initErr != nil {
+			return
+		}
+		if p.initErr = syscall.SetNonblock(p.epfd, true); p.initErr != nil {
+			return
+		}
+		p.epf = os.NewFile(uintptr(p.epfd), "epoll")
+		p.ep, p.initErr = p.epf.SyscallConn()
 	})
 	return p.initErr
 }
 
-// add registers l (its fd, while the connection is held open), armed.
-func (p *poller) add(l *polledLeg) error {
-	if err := p.init(); err != nil {
-		return errNoPoller
-	}
+// arm hands l (its fd, while the connection is held open) to its loop:
+// registered in the loop's table on the first arming, and watched. It
+// fails once the connection is closed.
+func (l *polledLeg) arm() error {
 	var cerr error
 	err := l.raw.Control(func(fd uintptr) {
-		l.fd = int32(fd)
+		if l.loop == nil {
+			l.fd = int32(fd)
+			l.loop = pollerFor(l.fd)
+		}
+		p := l.loop
+		if err := p.init(); err != nil {
+			cerr = errNoPoller
+			return
+		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		ev := syscall.EpollEvent{Events: pollEvents, Fd: l.fd}
 		if cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); cerr != nil {
 			return
 		}
+		l.registered = true
 		p.legs[l.fd] = l
 		if !p.running {
 			p.running = true
@@ -78,9 +108,18 @@ func (p *poller) add(l *polledLeg) error {
 	return cerr
 }
 
-// remove unregisters l. The kernel forgets a closed fd by itself; the
-// table entry goes here.
-func (p *poller) remove(l *polledLeg) {
+// disarm stops watching l while a goroutine runs its pump; it stays in the
+// loop's table. Called on the loop.
+func (l *polledLeg) disarm() {
+	l.raw.Control(func(fd uintptr) {
+		syscall.EpollCtl(l.loop.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// remove unregisters l for good. The kernel forgets a closed fd by itself;
+// the table entry goes here.
+func (l *polledLeg) remove() {
+	p := l.loop
 	l.raw.Control(func(fd uintptr) {
 		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 	})
@@ -94,30 +133,27 @@ func (p *poller) remove(l *polledLeg) {
 	p.mu.Unlock()
 }
 
-// rearm arms a parked l for its next readability event. It fails once
-// the connection is closed.
-func (p *poller) rearm(l *polledLeg) error {
-	var cerr error
-	err := l.raw.Control(func(fd uintptr) {
-		ev := syscall.EpollEvent{Events: pollEvents, Fd: l.fd}
-		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-	})
-	if err != nil {
-		return err
-	}
-	return cerr
-}
-
-// loop waits for events and hands each ready leg to a goroutine of its
-// own. It never blocks on a leg. When the last leg has left, it ends.
+// loop waits for events and runs each ready leg (polledLeg.ready), which
+// never blocks. When the last leg has left, it ends.
 func (p *poller) loop() {
 	var events [128]syscall.EpollEvent
+	var ready [128]*polledLeg
 	var drain [64]byte
-	for {
-		n, err := syscall.EpollWait(p.epfd, events[:], -1)
-		if err != nil && err != syscall.EINTR {
-			panic("wsgate: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug, not a peer
+	var n int
+	var werr error
+	wait := func(uintptr) bool { // epoll_wait without waiting; false: wait for epfd
+		for {
+			n, werr = syscall.EpollWait(p.epfd, events[:], 0)
+			if werr != syscall.EINTR {
+				return n != 0 || werr != nil
+			}
 		}
+	}
+	for {
+		if err := p.ep.Read(wait); err != nil || werr != nil {
+			panic(fmt.Sprintf("wsgate: epoll_wait: %v %v", err, werr)) // EBADF/EFAULT/EINVAL: a bug, not a peer
+		}
+		batch := ready[:0]
 		p.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
 			if int(ev.Fd) == p.wakeR {
@@ -125,7 +161,7 @@ func (p *poller) loop() {
 				continue
 			}
 			if l := p.legs[ev.Fd]; l != nil {
-				l.ready()
+				batch = append(batch, l)
 			}
 		}
 		if len(p.legs) == 0 {
@@ -134,5 +170,11 @@ func (p *poller) loop() {
 			return
 		}
 		p.mu.Unlock()
+		// Outside mu: relaying a leg's bytes must not hold up legs arming.
+		// A leg that left meanwhile is no longer parked and is skipped.
+		for _, l := range batch {
+			l.ready()
+		}
+		clear(batch)
 	}
 }

@@ -7,12 +7,8 @@ import "errors"
 // poller is unavailable off Linux: every wire leg keeps a goroutine.
 type poller struct{}
 
-var thePoller poller
-
 var errNoPoller = errors.New("no event loop on this platform")
 
-func (p *poller) add(*polledLeg) error      { return errNoPoller }
-func (p *poller) rearm(*polledLeg) error    { return errNoPoller }
-func (p *poller) remove(*polledLeg)         {}
-func (p *poller) dispatch(*polledLeg)       {}
-func (p *poller) dispatchLocked(*polledLeg) {}
+func (l *polledLeg) arm() error { return errNoPoller }
+func (l *polledLeg) disarm()    {}
+func (l *polledLeg) remove()    {}

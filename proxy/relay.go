@@ -27,12 +27,28 @@ func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) 
 }
 
 // run relays until src's close frame or the end of its connection, or
-// until its leg idles and is parked (poll.go): the next bytes run it again
-// on a fresh goroutine.
+// until its leg has nothing to read and is parked in its event loop
+// (poll.go): the loop relays what comes next, or runs the pump again on a
+// fresh goroutine. A pump the loop handed off first finishes what the loop
+// could not (next), then relays what the loop left in its buffer.
 func (p *pumpState) run() {
+	if p.bp != nil {
+		stop := false
+		if next := p.next; next != nil {
+			p.next = nil
+			stop = next()
+		}
+		if !stop && p.n > 0 {
+			stop = p.drain() == stopped
+		}
+		if p.release(); stop {
+			p.end()
+			return
+		}
+	}
 	src := p.src
 	for {
-		bp, n, err := src.readFresh()
+		bp, n, err := src.readFresh(p.nonBlocking())
 		if err != nil {
 			if idled(err) && p.park() {
 				return
@@ -45,15 +61,45 @@ func (p *pumpState) run() {
 			return
 		}
 		p.bp, p.n = bp, n
-		done := p.drain()
-		if p.bp != nil {
-			bufPool.Put(p.bp)
-			p.bp = nil
-		}
-		if done {
+		done := p.drain() == stopped
+		if p.release(); done {
 			p.end()
 			return
 		}
+	}
+}
+
+// relayOnLoop relays what arrived on src from the event loop, without
+// blocking. It reports false when a goroutine must take the pump over
+// (run): p.next and the buffer say where it takes up.
+func (p *pumpState) relayOnLoop() bool {
+	bp, n, err := p.src.readFresh(true)
+	switch {
+	case err == errWouldBlock:
+		return true
+	case err != nil:
+		return false // the goroutine reads the end again, and ends the pump
+	}
+	p.bp, p.n = bp, n
+	p.onLoop = true
+	r := p.drain()
+	p.onLoop = false
+	if r == drained {
+		p.release()
+		return true
+	}
+	if r == stopped { // nothing is left to do but end, which may block
+		p.n = 0
+		p.next = func() bool { return true }
+	}
+	return false
+}
+
+// release gives the pump's buffer back to the pool.
+func (p *pumpState) release() {
+	if p.bp != nil {
+		bufPool.Put(p.bp)
+		p.bp, p.n = nil, 0
 	}
 }
 
@@ -71,27 +117,47 @@ type pumpState struct {
 	dead      bool    // a write to dst failed: frames are dropped
 	control   controlBudget
 	polled    *polledLeg // set when the leg may be parked in the poller
+	// onLoop: drain runs on the event loop, so it must not block: it hands
+	// off instead, leaving in next what the goroutine that takes the pump
+	// over does first (next reports whether the pump must stop).
+	onLoop bool
+	next   func() bool
 }
 
+// What drain did with the buffer.
+type drainResult int
+
+const (
+	drained   drainResult = iota // consumed at a frame boundary
+	stopped                      // the pump must stop
+	handedOff                    // on the loop: the rest needs a goroutine (p.next)
+)
+
 // drain relays every frame in the buffer, reading more while a frame is
-// incomplete. It returns true when the pump must stop; false when the
-// buffer is consumed at a frame boundary. Once the session is closing,
-// frames are parsed and dropped until src's close frame.
-func (p *pumpState) drain() bool {
+// incomplete. Once the session is closing, frames are parsed and dropped
+// until src's close frame. On the loop (p.onLoop) it relays the whole
+// data frames the buffer holds and hands off at anything that would wait.
+func (p *pumpState) drain() drainResult {
 	buf := *p.bp
 	off, span := 0, 0 // frames in buf[span:off] are checked and not yet written
 	for {
 		h, err := parseHeader(buf[off:p.n])
 		if err == errShortHeader {
+			if p.onLoop {
+				if off == p.n {
+					return p.flushOnLoop(buf[span:off])
+				}
+				return p.handoffAt(span, off)
+			}
 			p.flush(buf[span:off])
 			if off == p.n {
-				return false
+				return drained
 			}
 			// Move the partial header to the front and read the rest.
 			p.n = copy(buf, buf[off:p.n])
 			off, span = 0, 0
 			if !p.readMore() {
-				return true
+				return stopped
 			}
 			continue
 		}
@@ -99,11 +165,23 @@ func (p *pumpState) drain() bool {
 			err = p.check(&h)
 		}
 		if err != nil {
+			if p.onLoop {
+				head := buf[span:off]
+				p.next = func() bool {
+					p.flush(head)
+					p.refuse(err)
+					return true
+				}
+				return handedOff
+			}
 			p.flush(buf[span:off])
 			p.refuse(err)
-			return true
+			return stopped
 		}
 		if h.control {
+			if p.onLoop { // answered, counted and budgeted off the loop
+				return p.handoffAt(span, off)
+			}
 			end := off + h.hdrLen + int(h.length)
 			if end > p.n { // control frames are short: they always fit the buffer
 				p.flush(buf[span:off])
@@ -111,14 +189,14 @@ func (p *pumpState) drain() bool {
 				off, span = 0, 0
 				for p.n < h.hdrLen+int(h.length) {
 					if !p.readMore() {
-						return true
+						return stopped
 					}
 				}
 				continue
 			}
 			p.flush(buf[span:off])
 			if p.controlFrame(&h, buf[off+h.hdrLen:end]) {
-				return true
+				return stopped
 			}
 			off, span = end, end
 			continue
@@ -132,12 +210,91 @@ func (p *pumpState) drain() bool {
 		// A data frame longer than what has arrived: write what is here
 		// and stream the rest under one hold of dst's write lock, so no
 		// control frame lands inside it.
-		if !p.stream(buf[span:p.n], frameEnd-int64(p.n)) {
-			return true
+		head, rest := buf[span:p.n], frameEnd-int64(p.n)
+		if p.onLoop {
+			hh := h // a copy: h itself stays on the stack
+			p.next = func() bool { return p.streamFrame(head, rest, &hh) }
+			return handedOff
 		}
-		p.endFrame(&h)
+		if p.streamFrame(head, rest, &h) {
+			return stopped
+		}
+		return drained
+	}
+}
+
+// streamFrame streams a data frame's rest after head; it reports whether
+// the pump must stop.
+func (p *pumpState) streamFrame(head []byte, rest int64, h *frameHeader) bool {
+	if !p.stream(head, rest) {
+		return true
+	}
+	p.endFrame(h)
+	return false
+}
+
+// handoffAt hands the pump off from the loop with the frames in
+// buf[span:off] checked and unwritten, and the bytes from off unparsed:
+// the goroutine writes the first and keeps the rest for drain.
+func (p *pumpState) handoffAt(span, off int) drainResult {
+	p.next = func() bool {
+		buf := *p.bp
+		p.flush(buf[span:off])
+		p.n = copy(buf, buf[off:p.n])
 		return false
 	}
+	return handedOff
+}
+
+// flushOnLoop writes b (checked frames ending at a frame boundary) to dst
+// from the loop, with one write(2) that does not wait. What dst does not
+// take at once is handed off, the rest of a frame begun still under the
+// hold of dst's write side, which passes to the goroutine.
+func (p *pumpState) flushOnLoop(b []byte) drainResult {
+	if len(b) == 0 || p.dead || p.dst == nil || p.s.closing.Load() {
+		return drained
+	}
+	dst := p.dst
+	if !dst.tryLock() { // a control frame or a streamed frame is going out
+		return p.handoffFlush(b)
+	}
+	if dst.closeSent {
+		dst.unlock()
+		p.dead = true // as flush: nothing more goes to a closed leg
+		return drained
+	}
+	timeout := p.s.h.cfg.WriteTimeout
+	dst.armDeadline(timeout) // raw writes check it: an expired one would fail them
+	n, err := dst.writeNow(b)
+	if n == len(b) {
+		dst.unlock()
+		return drained
+	}
+	if n == 0 || err != nil {
+		dst.unlock()
+		return p.handoffFlush(b[n:])
+	}
+	b = b[n:]
+	p.next = func() bool {
+		err := dst.writeLocked(b, timeout)
+		dst.unlock()
+		if err != nil {
+			p.writeFailed(err)
+		}
+		p.n = 0
+		return false
+	}
+	return handedOff
+}
+
+// handoffFlush hands off the writing of b, the buffer's last frames.
+func (p *pumpState) handoffFlush(b []byte) drainResult {
+	p.next = func() bool {
+		p.flush(b)
+		p.n = 0
+		return false
+	}
+	return handedOff
 }
 
 // check applies the header rules and the message state: sequence of

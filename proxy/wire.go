@@ -34,7 +34,7 @@ type wire struct {
 	deadline  time.Time     // guarded by wsem: the write deadline set on conn
 
 	// Owned by the pump reading this leg: the read callbacks and results.
-	readFn func(fd uintptr) bool
+	readFn, readNowFn func(fd uintptr) bool
 	// idle, when set, bounds readFresh's wait: a leg with nothing to read
 	// for between idle/2 and idle is parked in the poller (poll.go).
 	idle      time.Duration
@@ -43,6 +43,13 @@ type wire struct {
 	rn        int
 	rerr      error
 
+	// Guarded by wsem: the non-blocking write's callback and results.
+	writeNowFn func(fd uintptr) bool
+	wbuf       []byte
+	wn         int
+	werr       error
+
+	closed   atomic.Bool   // set by close before the connection is closed
 	pong     chan struct{} // the pump signals each pong read here; capacity 1
 	readDone chan struct{} // closed when this leg's pump stops reading
 	// The pump, while it is registered with the poller (poll.go): closing
@@ -57,21 +64,27 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn = w.readOnce
+	w.readFn, w.readNowFn = w.readOnce, w.readNowOnce
+	w.writeNowFn = w.writeNowOnce
 	return w
 }
 
 // close closes the connection, and ends its pump if it is parked.
 func (w *wire) close() {
+	w.closed.Store(true)
 	w.conn.Close()
 	if l := w.polled.Load(); l != nil {
 		l.endParked()
 	}
 }
 
+// errWouldBlock: a non-blocking read found nothing to read.
+var errWouldBlock = errors.New("nothing to read")
+
 // readFresh waits for the leg to be readable and reads into a pooled
-// buffer taken only once bytes are there.
-func (w *wire) readFresh() (*[]byte, int, error) {
+// buffer taken only once bytes are there. nonBlocking: it does not wait,
+// but returns errWouldBlock (plain sockets only).
+func (w *wire) readFresh(nonBlocking bool) (*[]byte, int, error) {
 	if len(w.pending) > 0 {
 		bp := bufPool.Get().(*[]byte)
 		n, _ := w.read(*bp)
@@ -99,7 +112,11 @@ func (w *wire) readFresh() (*[]byte, int, error) {
 			w.conn.SetReadDeadline(w.rdeadline)
 		}
 	}
-	err := w.raw.Read(w.readFn)
+	fn := w.readFn
+	if nonBlocking {
+		fn = w.readNowFn
+	}
+	err := w.raw.Read(fn)
 	bp, n, rerr := w.rbuf, w.rn, w.rerr
 	w.rbuf, w.rerr = nil, nil
 	switch {
@@ -131,6 +148,15 @@ func (w *wire) readOnce(fd uintptr) bool {
 	if err != nil {
 		bufPool.Put(bp)
 		w.rbuf = nil
+	}
+	return true
+}
+
+// readNowOnce is readOnce for a non-blocking read: EAGAIN is its result
+// (errWouldBlock), not a wait.
+func (w *wire) readNowOnce(fd uintptr) bool {
+	if !w.readOnce(fd) {
+		w.rbuf, w.rn, w.rerr = nil, 0, errWouldBlock
 	}
 	return true
 }
@@ -173,6 +199,40 @@ func (w *wire) writeLocked(p []byte, timeout time.Duration) error {
 // lock takes the write side; unlock gives it back.
 func (w *wire) lock()   { w.wsem <- struct{}{} }
 func (w *wire) unlock() { <-w.wsem }
+
+// tryLock takes the write side if nobody holds it.
+func (w *wire) tryLock() bool {
+	select {
+	case w.wsem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeNow writes what of p the socket takes at once, with one write(2)
+// that never waits (EAGAIN: 0 bytes, no error). Plain sockets only; call
+// holding the write side.
+func (w *wire) writeNow(p []byte) (int, error) {
+	w.wbuf = p
+	err := w.raw.Write(w.writeNowFn)
+	n, werr := w.wn, w.werr
+	w.wbuf, w.wn, w.werr = nil, 0, nil
+	if err != nil {
+		return 0, err
+	}
+	return n, werr
+}
+
+// writeNowOnce is writeNow's syscall.RawConn callback, bound once (as
+// writeNowFn) so a write allocates nothing. It never asks to wait.
+func (w *wire) writeNowOnce(fd uintptr) bool {
+	w.wn, w.werr = writeFD(fd, w.wbuf)
+	if w.werr == syscall.EAGAIN {
+		w.werr = nil
+	}
+	return true
+}
 
 // lockWithin takes the write side unless a frame being streamed holds it
 // past deadline (its source stalled); control writes then give up.

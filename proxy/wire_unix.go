@@ -38,3 +38,16 @@ func readFD(fd uintptr, p []byte) (int, error) {
 		}
 	}
 }
+
+// writeFD is one non-blocking write(2), retried on EINTR.
+func writeFD(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(fd), p)
+		if err != syscall.EINTR {
+			if n < 0 {
+				n = 0
+			}
+			return n, err
+		}
+	}
+}
