@@ -28,17 +28,7 @@ func TestIdlePassthroughPairsHoldNoGoroutine(t *testing.T) {
 	dialAll := func(url string, accepted int) ([]*websocket.Conn, int) {
 		settle()
 		before := runtime.NumGoroutine()
-		var conns []*websocket.Conn
-		for range pairs {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, _, err := websocket.Dial(ctx, url, bearer(tok))
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.CloseNow() })
-			conns = append(conns, c)
-		}
+		conns := dialEach(t, url, tok, pairs)
 		wstest.WaitFor(t, "upstream accepted all", func() bool { return len(up.Requests()) >= accepted })
 		time.Sleep(idleLegsPark) // legs park after 1–2 s without bytes
 		settle()
@@ -58,6 +48,23 @@ func TestIdlePassthroughPairsHoldNoGoroutine(t *testing.T) {
 		}
 		relayEach(t, proxied)
 	}
+}
+
+// dialEach opens n connections to url with tok, closed when the test ends.
+func dialEach(t *testing.T, url, tok string, n int) []*websocket.Conn {
+	t.Helper()
+	var conns []*websocket.Conn
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, _, err := websocket.Dial(ctx, url, bearer(tok))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // idleLegsPark is a little over how long a quiet leg keeps its goroutine.
@@ -97,27 +104,13 @@ func TestPassthroughPairsGoBackToTheLoopAfterEachMessage(t *testing.T) {
 		o.proxy.Limits.MaxConnectionsPerUser = -1
 	})
 	tok := wstest.Token(t, "alice", nil)
-	dial := func(url string) []*websocket.Conn {
-		var conns []*websocket.Conn
-		for range pairs {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, _, err := websocket.Dial(ctx, url, bearer(tok))
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.CloseNow() })
-			conns = append(conns, c)
-		}
-		return conns
-	}
 	// The goroutines pairs add once each has carried a few messages,
 	// counted straight away: well under the 1–2 s a leg the loop cannot
 	// relay keeps its goroutine.
 	added := func(url string) int {
 		settle()
 		before := runtime.NumGoroutine()
-		conns := dial(url)
+		conns := dialEach(t, url, tok, pairs)
 		for range 3 {
 			relayEach(t, conns)
 		}
