@@ -73,19 +73,33 @@ func (p *pumpState) run() {
 // blocking. It reports false when a goroutine must take the pump over
 // (run): p.next and the buffer say where it takes up.
 func (p *pumpState) relayOnLoop() bool {
-	bp, n, err := p.src.readFresh(true)
-	switch {
-	case err == errWouldBlock:
-		return true
-	case err != nil:
-		return false // the goroutine reads the end again, and ends the pump
+	if p.bp != nil { // held: the rest of a frame
+		m, err := p.src.readNow((*p.bp)[p.n:])
+		switch {
+		case err == errWouldBlock:
+			return true
+		case err != nil || m == 0:
+			return false // the goroutine's drain reads the end again, and ends the pump
+		}
+		p.n += m
+	} else {
+		bp, n, err := p.src.readFresh(true)
+		switch {
+		case err == errWouldBlock:
+			return true
+		case err != nil:
+			return false // the goroutine reads the end again, and ends the pump
+		}
+		p.bp, p.n = bp, n
 	}
-	p.bp, p.n = bp, n
 	p.onLoop = true
 	r := p.drain()
 	p.onLoop = false
-	if r == drained {
+	switch r {
+	case drained:
 		p.release()
+		return true
+	case held:
 		return true
 	}
 	if r == stopped { // nothing is left to do but end, which may block
@@ -131,6 +145,7 @@ const (
 	drained   drainResult = iota // consumed at a frame boundary
 	stopped                      // the pump must stop
 	handedOff                    // on the loop: the rest needs a goroutine (p.next)
+	held                         // on the loop: the buffer starts with part of a frame; read more into it
 )
 
 // drain relays every frame in the buffer, reading more while a frame is
@@ -147,7 +162,7 @@ func (p *pumpState) drain() drainResult {
 				if off == p.n {
 					return p.flushOnLoop(buf[span:off])
 				}
-				return p.handoffAt(span, off)
+				return p.holdOnLoop(span, off)
 			}
 			p.flush(buf[span:off])
 			if off == p.n {
@@ -160,6 +175,9 @@ func (p *pumpState) drain() drainResult {
 				return stopped
 			}
 			continue
+		}
+		if err == nil && p.onLoop && p.holds(&h, off, len(buf)) {
+			return p.holdOnLoop(span, off)
 		}
 		if err == nil {
 			err = p.check(&h)
@@ -231,6 +249,41 @@ func (p *pumpState) streamFrame(head []byte, rest int64, h *frameHeader) bool {
 	}
 	p.endFrame(h)
 	return false
+}
+
+// holds reports whether the loop keeps the data frame at off, which has
+// not all arrived, in the buffer until the rest is readable: it fits the
+// buffer and would pass the header rules and the size limit, so holding it
+// refuses nothing later than before (it is checked once it is whole).
+func (p *pumpState) holds(h *frameHeader, off, bufLen int) bool {
+	if h.control || int64(off)+int64(h.hdrLen)+h.length <= int64(p.n) ||
+		int64(h.hdrLen)+h.length > int64(bufLen) || h.check(p.src.fromClient) != nil {
+		return false
+	}
+	sofar := int64(0)
+	if h.opcode == opContinuation {
+		sofar = p.msgLen
+	}
+	return sofar+h.length <= p.s.h.cfg.MaxMessageBytes
+}
+
+// holdOnLoop writes the frames in buf[span:off] from the loop and keeps
+// the bytes from off, the start of a frame, in the buffer for the loop's
+// next read (held). If the write cannot finish at once, the pump is
+// handed off with the bytes from off kept for the goroutine's drain.
+func (p *pumpState) holdOnLoop(span, off int) drainResult {
+	buf, n := *p.bp, p.n
+	if p.flushOnLoop(buf[span:off]) != drained {
+		write := p.next // writes the rest of buf[span:off], then empties the buffer
+		p.next = func() bool {
+			stop := write()
+			p.n = copy(buf, buf[off:n])
+			return stop
+		}
+		return handedOff
+	}
+	p.n = copy(buf, buf[off:n])
+	return held
 }
 
 // handoffAt hands the pump off from the loop with the frames in

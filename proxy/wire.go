@@ -34,7 +34,8 @@ type wire struct {
 	deadline  time.Time     // guarded by wsem: the write deadline set on conn
 
 	// Owned by the pump reading this leg: the read callbacks and results.
-	readFn, readNowFn func(fd uintptr) bool
+	readFn, readNowFn, readIntoFn func(fd uintptr) bool
+	rinto                         []byte // readNow's destination
 	// idle, when set, bounds readFresh's wait: a leg with nothing to read
 	// for between idle/2 and idle is parked in the poller (poll.go).
 	idle      time.Duration
@@ -64,7 +65,7 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn, w.readNowFn = w.readOnce, w.readNowOnce
+	w.readFn, w.readNowFn, w.readIntoFn = w.readOnce, w.readNowOnce, w.readIntoOnce
 	w.writeNowFn = w.writeNowOnce
 	return w
 }
@@ -157,6 +158,28 @@ func (w *wire) readOnce(fd uintptr) bool {
 func (w *wire) readNowOnce(fd uintptr) bool {
 	if !w.readOnce(fd) {
 		w.rbuf, w.rn, w.rerr = nil, 0, errWouldBlock
+	}
+	return true
+}
+
+// readNow reads into p what has arrived, without waiting (errWouldBlock:
+// nothing has). Plain sockets only, read by the leg's pump.
+func (w *wire) readNow(p []byte) (int, error) {
+	w.rinto = p
+	err := w.raw.Read(w.readIntoFn)
+	n, rerr := w.rn, w.rerr
+	w.rinto, w.rn, w.rerr = nil, 0, nil
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// readIntoOnce is readNow's syscall.RawConn callback, bound once.
+func (w *wire) readIntoOnce(fd uintptr) bool {
+	w.rn, w.rerr = readFD(fd, w.rinto)
+	if w.rerr == syscall.EAGAIN {
+		w.rn, w.rerr = 0, errWouldBlock
 	}
 	return true
 }
