@@ -73,25 +73,20 @@ func (p *pumpState) run() {
 // blocking. It reports false when a goroutine must take the pump over
 // (run): p.next and the buffer say where it takes up.
 func (p *pumpState) relayOnLoop() bool {
-	if p.bp != nil { // held: the rest of a frame
-		m, err := p.src.readNow((*p.bp)[p.n:])
-		switch {
-		case err == errWouldBlock:
-			return true
-		case err != nil || m == 0:
-			return false // the goroutine's drain reads the end again, and ends the pump
-		}
-		p.n += m
-	} else {
-		bp, n, err := p.src.readFresh(true)
-		switch {
-		case err == errWouldBlock:
-			return true
-		case err != nil:
-			return false // the goroutine reads the end again, and ends the pump
-		}
-		p.bp, p.n = bp, n
+	fresh := p.bp == nil // else held: the buffer starts with part of a frame
+	if fresh {
+		p.bp = bufPool.Get().(*[]byte)
 	}
+	m, err := p.src.readNow((*p.bp)[p.n:])
+	if err != nil || m == 0 {
+		if fresh {
+			p.release()
+		}
+		// Nothing yet: the leg stays the loop's. Otherwise the goroutine
+		// reads the end again, and ends the pump.
+		return err == errWouldBlock
+	}
+	p.n += m
 	p.onLoop = true
 	r := p.drain()
 	p.onLoop = false
@@ -102,11 +97,7 @@ func (p *pumpState) relayOnLoop() bool {
 	case held:
 		return true
 	}
-	if r == stopped { // nothing is left to do but end, which may block
-		p.n = 0
-		p.next = func() bool { return true }
-	}
-	return false
+	return false // handedOff: on the loop, drain never stops the pump itself
 }
 
 // release gives the pump's buffer back to the pool.

@@ -34,8 +34,8 @@ type wire struct {
 	deadline  time.Time     // guarded by wsem: the write deadline set on conn
 
 	// Owned by the pump reading this leg: the read callbacks and results.
-	readFn, readNowFn, readIntoFn func(fd uintptr) bool
-	rinto                         []byte // readNow's destination
+	readFn, readIntoFn func(fd uintptr) bool
+	rinto              []byte // readNow's destination
 	// idle, when set, bounds readFresh's wait: a leg with nothing to read
 	// for between idle/2 and idle is parked in the poller (poll.go).
 	idle      time.Duration
@@ -65,7 +65,7 @@ func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
 		w.pending = append([]byte(nil), pending...)
 	}
 	w.raw = rawConnOf(conn)
-	w.readFn, w.readNowFn, w.readIntoFn = w.readOnce, w.readNowOnce, w.readIntoOnce
+	w.readFn, w.readIntoFn = w.readOnce, w.readIntoOnce
 	w.writeNowFn = w.writeNowOnce
 	return w
 }
@@ -113,11 +113,19 @@ func (w *wire) readFresh(nonBlocking bool) (*[]byte, int, error) {
 			w.conn.SetReadDeadline(w.rdeadline)
 		}
 	}
-	fn := w.readFn
 	if nonBlocking {
-		fn = w.readNowFn
+		bp := bufPool.Get().(*[]byte)
+		n, err := w.readNow(*bp)
+		if err == nil && n == 0 {
+			err = io.EOF
+		}
+		if err != nil {
+			bufPool.Put(bp)
+			return nil, 0, err
+		}
+		return bp, n, nil
 	}
-	err := w.raw.Read(fn)
+	err := w.raw.Read(w.readFn)
 	bp, n, rerr := w.rbuf, w.rn, w.rerr
 	w.rbuf, w.rerr = nil, nil
 	switch {
@@ -149,15 +157,6 @@ func (w *wire) readOnce(fd uintptr) bool {
 	if err != nil {
 		bufPool.Put(bp)
 		w.rbuf = nil
-	}
-	return true
-}
-
-// readNowOnce is readOnce for a non-blocking read: EAGAIN is its result
-// (errWouldBlock), not a wait.
-func (w *wire) readNowOnce(fd uintptr) bool {
-	if !w.readOnce(fd) {
-		w.rbuf, w.rn, w.rerr = nil, 0, errWouldBlock
 	}
 	return true
 }

@@ -27,27 +27,18 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 }
 
 // readFD is one non-blocking read(2), retried on EINTR.
-func readFD(fd uintptr, p []byte) (int, error) {
-	for {
-		n, err := syscall.Read(int(fd), p)
-		if err != syscall.EINTR {
-			if n < 0 {
-				n = 0
-			}
-			return n, err
-		}
-	}
-}
+func readFD(fd uintptr, p []byte) (int, error) { return retryEINTR(syscall.Read, fd, p) }
 
 // writeFD is one non-blocking write(2), retried on EINTR.
-func writeFD(fd uintptr, p []byte) (int, error) {
+func writeFD(fd uintptr, p []byte) (int, error) { return retryEINTR(syscall.Write, fd, p) }
+
+// retryEINTR runs rw until a signal does not interrupt it; n is never
+// negative.
+func retryEINTR(rw func(int, []byte) (int, error), fd uintptr, p []byte) (int, error) {
 	for {
-		n, err := syscall.Write(int(fd), p)
+		n, err := rw(int(fd), p)
 		if err != syscall.EINTR {
-			if n < 0 {
-				n = 0
-			}
-			return n, err
+			return max(n, 0), err
 		}
 	}
 }
