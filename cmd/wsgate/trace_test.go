@@ -154,6 +154,27 @@ func startTraced(t *testing.T, cfg string, env ...string) *process {
 	return p
 }
 
+// startTracedOverHTTP starts a ready wsgate exporting spans over OTLP/HTTP
+// (batches every 50 ms) to an in-process collector, with routes (YAML list
+// items; %q is the echo upstream's URL).
+func startTracedOverHTTP(t *testing.T, routes string, env ...string) (col *collector, up *wstest.Upstream, listen, admin string, p *process) {
+	t.Helper()
+	col = &collector{}
+	recv := httptest.NewServer(col)
+	t.Cleanup(recv.Close)
+	up = wstest.NewUpstream(t)
+	listen, admin = freeAddr(t), freeAddr(t)
+	p = startTraced(t, fmt.Sprintf(`
+listen: %q
+admin_listen: %q
+auth: {hmac_secret: %q}
+tracing: {enabled: true, endpoint: %q, protocol: http/protobuf}
+routes:`, listen, admin, wstest.Secret, recv.URL)+fmt.Sprintf(routes, up.WSURL()+"/echo"),
+		append([]string{"OTEL_BSP_SCHEDULE_DELAY=50"}, env...)...)
+	waitReady(t, admin, p)
+	return col, up, listen, admin, p
+}
+
 // TestTraceOfOneSession: a real wsgate exporting over OTLP/HTTP to an in-process receiver. One
 // connection through a gateway that sends a traceparent gives the span tree
 // session → handshake → upstream.dial in the gateway's trace; the upstream received the dial
@@ -161,21 +182,10 @@ func startTraced(t *testing.T, cfg string, env ...string) *process {
 // lines carry the trace id; no attribute holds the token or the query. A refused handshake
 // and a POST /publish get their spans too.
 func TestTraceOfOneSession(t *testing.T) {
-	col := &collector{}
-	recv := httptest.NewServer(col)
-	defer recv.Close()
-	up := wstest.NewUpstream(t)
-	listen, admin := freeAddr(t), freeAddr(t)
-	p := startTraced(t, fmt.Sprintf(`
-listen: %q
-admin_listen: %q
-auth: {hmac_secret: %q}
-tracing: {enabled: true, endpoint: %q, protocol: http/protobuf}
-routes:
+	col, up, listen, admin, p := startTracedOverHTTP(t, `
   - {path: /ws/echo, upstream: %q}
   - {path: /ws/feed, subscribe: [feed]}
-`, listen, admin, wstest.Secret, recv.URL, up.WSURL()+"/echo"), "OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_SERVICE_NAME=wsgate-trace-test")
-	waitReady(t, admin, p)
+`, "OTEL_SERVICE_NAME=wsgate-trace-test")
 
 	const gwTrace, gwSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	tok := wstest.Token(t, "alice", nil)
@@ -422,20 +432,9 @@ func waitReady(t *testing.T, admin string, p *process) {
 // upstream gets the dial span's traceparent, and a bad auth message ends
 // the spans with the verification step, never the token's text.
 func TestTraceOfFirstMessageSession(t *testing.T) {
-	col := &collector{}
-	recv := httptest.NewServer(col)
-	defer recv.Close()
-	up := wstest.NewUpstream(t)
-	listen, admin := freeAddr(t), freeAddr(t)
-	p := startTraced(t, fmt.Sprintf(`
-listen: %q
-admin_listen: %q
-auth: {hmac_secret: %q}
-tracing: {enabled: true, endpoint: %q, protocol: http/protobuf}
-routes:
+	col, up, listen, _, _ := startTracedOverHTTP(t, `
   - {path: /ws/assistant, upstream: %q, auth: first_message}
-`, listen, admin, wstest.Secret, recv.URL, up.WSURL()+"/echo"), "OTEL_BSP_SCHEDULE_DELAY=50")
-	waitReady(t, admin, p)
+`)
 
 	const gwTrace, gwSpan = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
 	dial := func(trace string) *websocket.Conn {
