@@ -17,7 +17,8 @@ import (
 // goroutine and no buffer, and a busy one costs a read and a write per
 // batch of frames, the loop's epoll_wait shared by every leg it watches.
 // Whatever cannot be done without waiting is handed to a goroutine that
-// takes the pump over (handoff): a frame longer than what arrived, a write
+// takes the pump over (handoff): a frame longer than the buffer (one that
+// fits stays on the loop, held until the rest is readable), a write
 // the other leg does not take at once (the goroutine waits for write
 // readiness in Go's netpoller, bounded by write_timeout), control frames
 // (pongs, close handshakes, budgets), a refused frame, the end of the
