@@ -5,6 +5,7 @@ dependency in the example service under uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import json
 import secrets
@@ -16,7 +17,7 @@ import jwt
 import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from jwt.algorithms import OKPAlgorithm
 
 from conftest import start_service, stop
 from wsgate import AssertionVerifier, Identity, InvalidAssertion
@@ -24,12 +25,22 @@ from wsgate import AssertionVerifier, Identity, InvalidAssertion
 AUD = "ws://127.0.0.1:8000"
 
 
+def ec_jwk(public: ec.EllipticCurvePublicKey) -> dict:
+    # RFC 7518 6.2.1.2: x and y are the full 32 bytes for P-256. PyJWT 2.6's
+    # ECAlgorithm.to_jwk drops leading zero bytes (about one key in a
+    # hundred), and then its own PyJWK refuses the key; wsgate's JWKS (jwx)
+    # pads, so the test serves keys as wsgate does.
+    n = public.public_numbers()
+    b64 = lambda i: base64.urlsafe_b64encode(i.to_bytes(32, "big")).rstrip(b"=").decode()  # noqa: E731
+    return {"kty": "EC", "crv": "P-256", "x": b64(n.x), "y": b64(n.y)}
+
+
 class Key:
     def __init__(self, kid: str, alg: str):
         self.kid, self.alg = kid, alg
         if alg == "ES256":
             self.private = ec.generate_private_key(ec.SECP256R1())
-            self.jwk = json.loads(ECAlgorithm.to_jwk(self.private.public_key()))
+            self.jwk = ec_jwk(self.private.public_key())
         else:
             self.private = ed25519.Ed25519PrivateKey.generate()
             self.jwk = json.loads(OKPAlgorithm.to_jwk(self.private.public_key()))
