@@ -229,17 +229,29 @@ func (h *Hub) dispatch(channel string, payload []byte) {
 	}
 	var slow []*Subscription
 	delivered := 0
+	rp := readyPool.Get().(*[]func())
+	ready := (*rp)[:0]
 	h.mu.RLock()
 	for s := range h.channels[channel] {
 		select {
 		case s.c <- m:
 			delivered++
+			if s.ready != nil {
+				ready = append(ready, s.ready)
+			}
 		default:
 			slow = append(slow, s)
 		}
 	}
 	h.mu.RUnlock()
 	h.metrics.delivered.Add(float64(delivered)) // once per message, not per subscriber
+	// Outside the lock: a ready callback may write to a socket.
+	for i, f := range ready {
+		f()
+		ready[i] = nil
+	}
+	*rp = ready
+	readyPool.Put(rp)
 	if len(slow) == 0 {
 		return
 	}
@@ -303,9 +315,16 @@ func (h *Hub) endLocked(s *Subscription, err error) bool {
 		}
 	}
 	close(s.c)
+	if s.ready != nil {
+		go s.ready() // not under h.mu: the callback may read Err
+	}
 	h.metrics.subscribers.Dec()
 	return true
 }
+
+// readyPool holds dispatch's lists of ready callbacks to call once the
+// lock is released.
+var readyPool = sync.Pool{New: func() any { return new([]func()) }}
 
 // resync asks the broker, asynchronously, to drop subscriptions that lost
 // their last subscriber. Safe to call from the broker's read loop.
@@ -324,7 +343,23 @@ type Subscription struct {
 	hub      *Hub
 	channels []string
 	c        chan *Message
-	err      error // guarded by hub.mu; set once when c is closed
+	err      error  // guarded by hub.mu; set once when c is closed
+	ready    func() // guarded by hub.mu; see Notify
+}
+
+// Notify makes the Hub call ready after each message it queues on C, from
+// the dispatching goroutine with no Hub lock held, and once after C is
+// closed, on a goroutine of its own. ready must not block: it is how an
+// owner that holds no goroutine while the queue is empty learns there is
+// something to read. Set it before reading C; messages queued before the
+// call are the owner's to find.
+func (s *Subscription) Notify(ready func()) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.ready = ready
+	if s.err != nil {
+		go ready()
+	}
 }
 
 // C delivers messages in per-channel publish order. It is closed when the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,4 +124,45 @@ func TestPassthroughPairsGoBackToTheLoopAfterEachMessage(t *testing.T) {
 	if extra := added(g.wsURL("/ws/echo")) - direct; extra > pairs/4 {
 		t.Errorf("%d pairs that just relayed hold %d goroutines more than direct connections; want none per pair", pairs, extra)
 	}
+}
+
+// Subscribers hold no goroutine between messages: the hub's dispatch writes
+// to a client whose socket takes the frames, and a drain goroutine runs
+// only while a queue has something in it. Counted in wsgate's own stacks.
+func TestIdleSubscribersHoldNoGoroutine(t *testing.T) {
+	brokers(t, func(t *testing.T, redisURL string, _ *wstest.Redis) {
+		const subscribers = 40
+		g := newBridgeGateway(t, redisURL, func(o *gatewayOpts) { o.proxy.Limits.MaxConnectionsPerUser = -1 })
+		tok := wstest.Token(t, "alice", map[string]any{"sid": "s1"})
+		conns := dialEach(t, g.wsURL("/ws/ai/stream/s1"), tok, subscribers) // subscribed before the upgrade
+		for i := range 3 {
+			msg := fmt.Sprintf(`{"i":%d}`, i)
+			publish(t, g, "ai:stream:s1", msg)
+			for n, c := range conns {
+				if got := readText(t, c); got != msg {
+					t.Fatalf("subscriber %d got %q, want %q", n, got, msg)
+				}
+			}
+		}
+		settle()
+		if n, stacks := goroutinesIn("github.com/wsgate/wsgate/proxy."); n > len(conns)/4 {
+			t.Errorf("%d idle subscribers leave %d goroutines in wsgate's proxy package; want none per subscriber:\n%s",
+				subscribers, n, stacks)
+		}
+	})
+}
+
+// goroutinesIn counts the goroutines with a frame in pkg (the event loops
+// among them), and returns their stacks.
+func goroutinesIn(pkg string) (int, string) {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n, out := 0, ""
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, pkg) {
+			n++
+			out += g + "\n\n"
+		}
+	}
+	return n, out
 }

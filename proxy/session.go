@@ -127,7 +127,7 @@ func (h *Handler) newSession(rt *route, r *http.Request, hs *handshake, client *
 		}
 	}
 	if s.sub != nil {
-		s.readers = append(s.readers, s.goRead(s.channelToClient))
+		s.readers = append(s.readers, newChannelPump(s).start)
 	}
 	s.live.Store(int32(len(s.readers)) + 1) // + closeLegs
 
@@ -338,7 +338,7 @@ func (s *session) raise(ev closecode.Event) {
 		close(s.closingCh)
 		s.cancel() // pings and publishes in flight
 		if s.sub != nil {
-			s.sub.Close() // ends channelToClient's range over the queue
+			s.sub.Close() // ends the channel pump (delivery.go)
 		}
 		go s.closeLegs(ev)
 	})
