@@ -193,3 +193,43 @@ func TestPublishAfterRedisRestartIsNotLost(t *testing.T) {
 		s.Close()
 	}
 }
+
+// A subscriber that holds no goroutine learns of each queued message, and
+// of the end of its subscription, through its ready callback.
+func TestNotifyCallsReadyAfterEachMessageAndAtTheEnd(t *testing.T) {
+	each(t, func(t *testing.T, h *bridge.Hub) {
+		ctx := context.Background()
+		s, err := h.Subscribe(ctx, []string{"n"}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := make(chan int, 10)
+		s.Notify(func() { ready <- len(s.C()) })
+		wait := func(what string) int {
+			t.Helper()
+			select {
+			case n := <-ready:
+				return n
+			case <-time.After(5 * time.Second):
+				t.Fatalf("ready not called %s", what)
+				return 0
+			}
+		}
+		for i := range 3 {
+			if err := h.Publish(ctx, "n", []byte(fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
+			if n := wait("after a publish"); n != 1 {
+				t.Fatalf("ready saw %d queued messages, want the 1 just queued", n)
+			}
+			if m := recv(t, s); string(m.Payload) != fmt.Sprint(i) {
+				t.Fatalf("got %q, want %d", m.Payload, i)
+			}
+		}
+		s.Close()
+		wait("at the end")
+		if _, open := <-s.C(); open || !errors.Is(s.Err(), bridge.ErrClosed) {
+			t.Fatalf("after Close: queue open %v, err %v", open, s.Err())
+		}
+	})
+}
