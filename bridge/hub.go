@@ -229,7 +229,7 @@ func (h *Hub) dispatch(channel string, payload []byte) {
 	}
 	var slow []*Subscription
 	delivered := 0
-	rp := readyPool.Get().(*[]func())
+	rp := readyPool.Get().(*[]func(int))
 	ready := (*rp)[:0]
 	h.mu.RLock()
 	for s := range h.channels[channel] {
@@ -245,11 +245,10 @@ func (h *Hub) dispatch(channel string, payload []byte) {
 	}
 	h.mu.RUnlock()
 	h.metrics.delivered.Add(float64(delivered)) // once per message, not per subscriber
-	// Outside the lock: a ready callback may write to a socket.
-	for i, f := range ready {
-		f()
-		ready[i] = nil
+	for _, f := range ready {                   // outside the lock: a ready callback may write to a socket
+		f(delivered)
 	}
+	clear(ready)
 	*rp = ready
 	readyPool.Put(rp)
 	if len(slow) == 0 {
@@ -316,7 +315,7 @@ func (h *Hub) endLocked(s *Subscription, err error) bool {
 	}
 	close(s.c)
 	if s.ready != nil {
-		go s.ready() // not under h.mu: the callback may read Err
+		go s.ready(0) // not under h.mu: the callback may read Err
 	}
 	h.metrics.subscribers.Dec()
 	return true
@@ -324,7 +323,7 @@ func (h *Hub) endLocked(s *Subscription, err error) bool {
 
 // readyPool holds dispatch's lists of ready callbacks to call once the
 // lock is released.
-var readyPool = sync.Pool{New: func() any { return new([]func()) }}
+var readyPool = sync.Pool{New: func() any { return new([]func(int)) }}
 
 // resync asks the broker, asynchronously, to drop subscriptions that lost
 // their last subscriber. Safe to call from the broker's read loop.
@@ -343,22 +342,23 @@ type Subscription struct {
 	hub      *Hub
 	channels []string
 	c        chan *Message
-	err      error  // guarded by hub.mu; set once when c is closed
-	ready    func() // guarded by hub.mu; see Notify
+	err      error            // guarded by hub.mu; set once when c is closed
+	ready    func(fanout int) // guarded by hub.mu; see Notify
 }
 
 // Notify makes the Hub call ready after each message it queues on C, from
-// the dispatching goroutine with no Hub lock held, and once after C is
-// closed, on a goroutine of its own. ready must not block: it is how an
+// the dispatching goroutine with no Hub lock held, with fanout the number of
+// subscribers the message was queued for; and once after C is closed, on a
+// goroutine of its own, with fanout 0. ready must not block: it is how an
 // owner that holds no goroutine while the queue is empty learns there is
 // something to read. Set it before reading C; messages queued before the
 // call are the owner's to find.
-func (s *Subscription) Notify(ready func()) {
+func (s *Subscription) Notify(ready func(fanout int)) {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	s.ready = ready
 	if s.err != nil {
-		go ready()
+		go ready(0)
 	}
 }
 

@@ -204,7 +204,7 @@ func TestNotifyCallsReadyAfterEachMessageAndAtTheEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		ready := make(chan int, 10)
-		s.Notify(func() { ready <- len(s.C()) })
+		s.Notify(func(fanout int) { ready <- fanout*100 + len(s.C()) })
 		wait := func(what string) int {
 			t.Helper()
 			select {
@@ -219,15 +219,17 @@ func TestNotifyCallsReadyAfterEachMessageAndAtTheEnd(t *testing.T) {
 			if err := h.Publish(ctx, "n", []byte(fmt.Sprint(i))); err != nil {
 				t.Fatal(err)
 			}
-			if n := wait("after a publish"); n != 1 {
-				t.Fatalf("ready saw %d queued messages, want the 1 just queued", n)
+			if n := wait("after a publish"); n != 101 {
+				t.Fatalf("ready saw fanout %d and %d queued messages, want fanout 1 and the 1 just queued", n/100, n%100)
 			}
 			if m := recv(t, s); string(m.Payload) != fmt.Sprint(i) {
 				t.Fatalf("got %q, want %d", m.Payload, i)
 			}
 		}
 		s.Close()
-		wait("at the end")
+		if n := wait("at the end"); n/100 != 0 {
+			t.Fatalf("ready at the end: fanout %d, want 0", n/100)
+		}
 		if _, open := <-s.C(); open || !errors.Is(s.Err(), bridge.ErrClosed) {
 			t.Fatalf("after Close: queue open %v, err %v", open, s.Err())
 		}

@@ -58,14 +58,28 @@ func newChannelPump(s *session) *channelPump {
 // if any, and whatever was queued since the subscription was made.
 func (c *channelPump) start() { go c.run() }
 
-// ready is the subscription's callback: the hub queued a message or ended
-// the subscription. With no runner, the caller becomes it.
-func (c *channelPump) ready() {
+// directFanout is the most subscribers of one message that dispatch
+// writes to itself. A larger fan-out is left to drain goroutines, one per
+// subscriber with something queued: spread over the cores, each writing
+// every message queued by the time it runs in one writev, they deliver a
+// saturated 1→1000 fan-out about 20% faster than dispatch writing each
+// message to each socket in turn.
+const directFanout = 64
+
+// ready is the subscription's callback: the hub queued a message for
+// fanout subscribers, or (0) ended the subscription. With no runner, the
+// caller becomes it: writing itself, when the fan-out is small, or
+// starting a drain goroutine.
+func (c *channelPump) ready(fanout int) {
 	for {
 		switch c.state.Load() {
 		case pumpIdle:
 			if c.state.CompareAndSwap(pumpIdle, pumpRunning) {
-				c.writeDirect()
+				if fanout > 0 && fanout <= directFanout {
+					c.writeDirect()
+				} else {
+					go c.run()
+				}
 				return
 			}
 		case pumpRunning:
