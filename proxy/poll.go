@@ -19,11 +19,15 @@ import (
 // Whatever cannot be done without waiting is handed to a goroutine that
 // takes the pump over (handoff): a frame longer than the buffer (one that
 // fits stays on the loop, held until the rest is readable), a write
-// the other leg does not take at once (the goroutine waits for write
-// readiness in Go's netpoller, bounded by write_timeout), control frames
-// (pongs, close handshakes, budgets), a refused frame, the end of the
-// connection. That goroutine reads on until the leg has nothing more to
-// read, then parks it back in its loop and ends.
+// control frames (pongs, close handshakes, budgets), a refused frame, the
+// end of the connection. That goroutine reads on until the leg has nothing
+// more to read, then parks it back in its loop and ends.
+//
+// A write the other leg does not take at once blocks the pump in its loop
+// (legBlocked): its leg is read no further, the rest of the write waits for
+// the other leg's write readiness (EPOLLOUT) under that leg's write hold,
+// and the loop finishes it; still no goroutine. Only write_timeout passing,
+// or the other leg closing, hands the write to a goroutine, which reports it.
 //
 // Legs whose other side has no plain socket (a wss:// upstream: TLS must
 // be written by a goroutine) keep a goroutine while busy; once quiet for
@@ -53,6 +57,7 @@ type polledLeg struct {
 const (
 	legRunning int32 = iota // a goroutine, or the loop for one event, is running the pump
 	legParked               // watched by the loop, nobody running it
+	legBlocked              // not watched; its loop waits for the other leg to take a write
 	legEnded                // its pump has stopped
 )
 
@@ -76,17 +81,98 @@ func (l *polledLeg) ready() {
 	if !l.state.CompareAndSwap(legParked, legRunning) {
 		return // ended meanwhile
 	}
-	if l.relays && l.p.relayOnLoop() {
-		l.state.Store(legParked)
-		if l.p.src.closed.Load() {
-			// Closed while the loop relayed: the closer found the leg
-			// running and left its end to the pump.
-			go l.endParked()
+	if l.relays {
+		switch l.p.relayOnLoop() {
+		case drained, held:
+			l.parked()
+			return
+		case blocked:
+			l.disarm()
+			l.block()
+			return
 		}
-		return
 	}
 	l.disarm()
 	go l.p.run()
+}
+
+// parked hands the running leg back to its (watching) loop.
+func (l *polledLeg) parked() {
+	l.state.Store(legParked)
+	if l.p.src.closed.Load() {
+		// Closed while the loop ran it: the closer found the leg running
+		// and left its end to the pump.
+		go l.endParked()
+	}
+}
+
+// block parks the pump, its leg not watched, until the other leg takes the
+// rest of the write the loop began (p.out, under dst's write hold): the
+// loop's write wait then runs writable. write_timeout passing, or dst
+// closing, runs unblock instead.
+func (l *polledLeg) block() {
+	p, dst := l.p, l.p.dst
+	p.wdeadline = dst.deadline // guarded by dst's write side, which the pump holds
+	p.wtimer = time.AfterFunc(time.Until(p.wdeadline), l.unblock)
+	l.state.Store(legBlocked)
+	if l.waitWritable(dst, false) != nil {
+		l.unblock() // dst is closed
+		return
+	}
+	dst.blocked.Store(l)
+	l.recheck()
+}
+
+// recheck unblocks a pump just blocked (again) if what would unblock it
+// came while it was not: dst closed, or the timer fired.
+func (l *polledLeg) recheck() {
+	if l.p.dst.closed.Load() || !time.Now().Before(l.p.wdeadline) {
+		l.unblock()
+	}
+}
+
+// unblock gives a blocked write to a goroutine (p.next, finishOut), which
+// finishes or fails it: dst is closing or write_timeout has passed.
+func (l *polledLeg) unblock() {
+	if !l.state.CompareAndSwap(legBlocked, legRunning) {
+		return
+	}
+	l.p.dst.blocked.CompareAndSwap(l, nil)
+	l.unwaitWritable(l.p.dst)
+	go l.p.run()
+}
+
+// writable is the loop's event for a blocked pump: dst can take more of
+// the write (or has failed). A write it finishes gives dst's write side
+// back and the pump's leg to the loop again.
+func (l *polledLeg) writable() {
+	if !l.state.CompareAndSwap(legBlocked, legRunning) {
+		return // unblocked meanwhile
+	}
+	p, dst := l.p, l.p.dst
+	n, err := dst.writeNow(p.out)
+	if err == nil && n < len(p.out) {
+		p.out = p.out[n:]
+		l.state.Store(legBlocked)
+		if l.waitWritable(dst, true) != nil {
+			l.unblock()
+			return
+		}
+		l.recheck()
+		return
+	}
+	dst.blocked.CompareAndSwap(l, nil)
+	l.unwaitWritable(dst)
+	if err != nil {
+		go p.run() // finishOut fails the write and reports it
+		return
+	}
+	p.wroteOut()
+	if l.arm() != nil {
+		go p.run() // the leg is closing: the goroutine's read ends the pump
+		return
+	}
+	l.parked()
 }
 
 // nonBlocking reports whether the pump's reads return errWouldBlock rather

@@ -2,7 +2,9 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -170,4 +172,96 @@ func goroutinesIn(pkg string) (int, string) {
 		}
 	}
 	return n, out
+}
+
+// A write the upstream does not take at once waits in the event loop for
+// write readiness, not on a goroutine: pairs whose upstream stopped reading
+// hold no goroutine in wsgate until write_timeout drops them (1011).
+func TestWritesToAStalledUpstreamWaitWithoutAGoroutine(t *testing.T) {
+	const pairs = 20
+	up := wstest.NewUpstream(t)
+	stall(t, up)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.WriteTimeout = 3 * time.Second
+		o.proxy.Limits.MessagesPerSecond = -1
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	conns := dialEach(t, g.wsURL("/ws/echo"), wstest.Token(t, "alice", nil), pairs)
+	start := time.Now()
+	for _, c := range conns {
+		go func() {
+			msg := make([]byte, 1000)
+			for range 64 << 10 { // 64 MB offered; the sockets take a few MB
+				if c.Write(context.Background(), websocket.MessageBinary, msg) != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second) // the upstreams' sockets fill
+	settle()
+	if n, stacks := goroutinesIn("github.com/wsgate/wsgate/proxy."); n > runtime.NumCPU()+2 {
+		t.Errorf("%d pairs writing to stalled upstreams hold %d goroutines in wsgate's proxy package; want none per pair:\n%s",
+			pairs, n, stacks)
+	}
+	for i, c := range conns {
+		ce := closeOf(t, c, 10*time.Second)
+		if ce.Code != websocket.StatusInternalError || ce.Reason != "upstream write timeout" {
+			t.Errorf("pair %d: client got %d %q, want 1011 upstream write timeout", i, ce.Code, ce.Reason)
+		}
+	}
+	if took := time.Since(start); took < 3*time.Second/2 || took > 8*time.Second {
+		t.Errorf("stalled pairs dropped after %v; want between write_timeout/2 and write_timeout plus slack", took)
+	}
+}
+
+// A write that waited in the loop goes on once the upstream reads again:
+// an upstream that pauses longer than its socket buffers last still gets
+// every message, in order, and echoes them back.
+func TestWritesWaitingInTheLoopResumeInOrder(t *testing.T) {
+	const msgs, size = 8000, 1000 // 8 MB: more than the sockets on the way buffer
+	up := wstest.NewUpstream(t)
+	up.Serve = func(ctx context.Context, c *websocket.Conn, _ *http.Request) {
+		time.Sleep(700 * time.Millisecond) // the client's writes back up into wsgate
+		for {
+			typ, b, err := c.Read(ctx)
+			if err != nil || c.Write(ctx, typ, b) != nil {
+				return
+			}
+		}
+	}
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.WriteTimeout = 10 * time.Second
+		o.proxy.Limits.MessagesPerSecond = -1
+	})
+	c := g.dial(t, "/ws/echo", bearer(wstest.Token(t, "alice", nil)))
+	c.SetReadLimit(1 << 20)
+	werr := make(chan error, 1)
+	go func() {
+		msg := make([]byte, size)
+		for i := range msgs {
+			binary.BigEndian.PutUint32(msg, uint32(i))
+			if err := c.Write(context.Background(), websocket.MessageBinary, msg); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range msgs {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if len(b) != size || binary.BigEndian.Uint32(b) != uint32(i) {
+			t.Fatalf("echo %d: %d bytes, sequence %d", i, len(b), binary.BigEndian.Uint32(b))
+		}
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
 }

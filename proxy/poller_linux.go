@@ -29,6 +29,12 @@ type poller struct {
 	epf   *os.File // keeps ep's file (and epfd) open for the process's life
 	wakeR int      // read end of the pipe that wakes the loop
 	wakeW int
+	// wepfd holds the write waits: the legs a pump of this loop has begun
+	// a write to that they did not take at once, watched for EPOLLOUT
+	// (one-shot), keyed by the pump's own leg. It is nested in epfd, so one
+	// wait covers both; a separate set because the leg written to may be
+	// watched for reading in this loop's epfd already.
+	wepfd int
 
 	mu      sync.Mutex
 	legs    map[int32]*polledLeg // guarded by mu: registered legs by fd
@@ -63,6 +69,13 @@ func (p *poller) init() error {
 		p.wakeR, p.wakeW = fds[0], fds[1]
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p.wakeR)}
 		if p.initErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, p.wakeR, &ev); p.initErr != nil {
+			return
+		}
+		if p.wepfd, p.initErr = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC); p.initErr != nil {
+			return
+		}
+		ev = syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p.wepfd)}
+		if p.initErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, p.wepfd, &ev); p.initErr != nil {
 			return
 		}
 		if p.initErr = syscall.SetNonblock(p.epfd, true); p.initErr != nil {
@@ -116,6 +129,32 @@ func (l *polledLeg) disarm() {
 	})
 }
 
+// waitWritable has l's loop run l.writable once dst can take more bytes
+// (or has failed). again: the wait was made before and has fired; it is
+// re-enabled.
+func (l *polledLeg) waitWritable(dst *wire, again bool) error {
+	var cerr error
+	err := dst.raw.Control(func(fd uintptr) {
+		op := syscall.EPOLL_CTL_ADD
+		if again {
+			op = syscall.EPOLL_CTL_MOD
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLOUT | syscall.EPOLLONESHOT, Fd: l.fd}
+		cerr = syscall.EpollCtl(l.loop.wepfd, op, int(fd), &ev)
+	})
+	if err != nil {
+		return err
+	}
+	return cerr
+}
+
+// unwaitWritable drops l's write wait on dst (a closed dst has none left).
+func (l *polledLeg) unwaitWritable(dst *wire) {
+	dst.raw.Control(func(fd uintptr) {
+		syscall.EpollCtl(l.loop.wepfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
 // remove unregisters l for good. The kernel forgets a closed fd by itself;
 // the table entry goes here.
 func (l *polledLeg) remove() {
@@ -133,11 +172,12 @@ func (l *polledLeg) remove() {
 	p.mu.Unlock()
 }
 
-// loop waits for events and runs each ready leg (polledLeg.ready), which
-// never blocks. When the last leg has left, it ends.
+// loop waits for events and runs each ready leg (polledLeg.ready) and
+// each write wait that fired (polledLeg.writable), which never block. When
+// the last leg has left, it ends.
 func (p *poller) loop() {
-	var events [128]syscall.EpollEvent
-	var ready [128]*polledLeg
+	var events, wevents [128]syscall.EpollEvent
+	var ready, writable [128]*polledLeg
 	var drain [64]byte
 	var n int
 	var werr error
@@ -153,11 +193,20 @@ func (p *poller) loop() {
 		if err := p.ep.Read(wait); err != nil || werr != nil {
 			panic(fmt.Sprintf("wsgate: epoll_wait: %v %v", err, werr)) // EBADF/EFAULT/EINVAL: a bug, not a peer
 		}
-		batch := ready[:0]
+		batch, wbatch := ready[:0], writable[:0]
 		p.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
 			if int(ev.Fd) == p.wakeR {
 				syscall.Read(p.wakeR, drain[:])
+				continue
+			}
+			if int(ev.Fd) == p.wepfd {
+				wn, _ := syscall.EpollWait(p.wepfd, wevents[:], 0) // EINTR: level-triggered, seen next time
+				for _, wev := range wevents[:max(wn, 0)] {
+					if l := p.legs[wev.Fd]; l != nil {
+						wbatch = append(wbatch, l)
+					}
+				}
 				continue
 			}
 			if l := p.legs[ev.Fd]; l != nil {
@@ -172,9 +221,13 @@ func (p *poller) loop() {
 		p.mu.Unlock()
 		// Outside mu: relaying a leg's bytes must not hold up legs arming.
 		// A leg that left meanwhile is no longer parked and is skipped.
+		for _, l := range wbatch {
+			l.writable()
+		}
 		for _, l := range batch {
 			l.ready()
 		}
 		clear(batch)
+		clear(wbatch)
 	}
 }

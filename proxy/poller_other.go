@@ -12,3 +12,6 @@ var errNoPoller = errors.New("no event loop on this platform")
 func (l *polledLeg) arm() error { return errNoPoller }
 func (l *polledLeg) disarm()    {}
 func (l *polledLeg) remove()    {}
+
+func (l *polledLeg) waitWritable(*wire, bool) error { return errNoPoller }
+func (l *polledLeg) unwaitWritable(*wire)         {}

@@ -70,9 +70,10 @@ func (p *pumpState) run() {
 }
 
 // relayOnLoop relays what arrived on src from the event loop, without
-// blocking. It reports false when a goroutine must take the pump over
-// (run): p.next and the buffer say where it takes up.
-func (p *pumpState) relayOnLoop() bool {
+// blocking. drained or held: the leg stays the loop's. blocked: a write to
+// dst waits for it to be writable (p.out). handedOff: a goroutine must take
+// the pump over (run); p.next and the buffer say where it takes up.
+func (p *pumpState) relayOnLoop() drainResult {
 	fresh := p.bp == nil // else held: the buffer starts with part of a frame
 	if fresh {
 		p.bp = bufPool.Get().(*[]byte)
@@ -82,22 +83,19 @@ func (p *pumpState) relayOnLoop() bool {
 		if fresh {
 			p.release()
 		}
-		// Nothing yet: the leg stays the loop's. Otherwise the goroutine
-		// reads the end again, and ends the pump.
-		return err == errWouldBlock
+		if err == errWouldBlock {
+			return held // nothing yet
+		}
+		return handedOff // the goroutine reads the end again, and ends the pump
 	}
 	p.n += m
 	p.onLoop = true
 	r := p.drain()
 	p.onLoop = false
-	switch r {
-	case drained:
+	if r == drained {
 		p.release()
-		return true
-	case held:
-		return true
 	}
-	return false // handedOff: on the loop, drain never stops the pump itself
+	return r // on the loop, drain never stops the pump itself
 }
 
 // release gives the pump's buffer back to the pool.
@@ -127,6 +125,13 @@ type pumpState struct {
 	// over does first (next reports whether the pump must stop).
 	onLoop bool
 	next   func() bool
+	// A write the loop began and dst did not take at once (blocked): the
+	// rest, under dst's write hold; the bytes of the buffer kept after it
+	// (the start of a frame still arriving); the write_timeout timer.
+	out              []byte
+	keepFrom, keepTo int
+	wtimer           *time.Timer
+	wdeadline        time.Time
 }
 
 // What drain did with the buffer.
@@ -137,6 +142,7 @@ const (
 	stopped                      // the pump must stop
 	handedOff                    // on the loop: the rest needs a goroutine (p.next)
 	held                         // on the loop: the buffer starts with part of a frame; read more into it
+	blocked                      // on the loop: p.out waits for dst to be writable
 )
 
 // drain relays every frame in the buffer, reading more while a frame is
@@ -264,7 +270,12 @@ func (p *pumpState) holds(h *frameHeader, off, bufLen int) bool {
 // handed off with the bytes from off kept for the goroutine's drain.
 func (p *pumpState) holdOnLoop(span, off int) drainResult {
 	buf, n := *p.bp, p.n
-	if p.flushOnLoop(buf[span:off]) != drained {
+	switch p.flushOnLoop(buf[span:off]) {
+	case drained:
+	case blocked:
+		p.keepFrom, p.keepTo = off, n
+		return blocked
+	default:
 		write := p.next // writes the rest of buf[span:off], then empties the buffer
 		p.next = func() bool {
 			stop := write()
@@ -292,8 +303,8 @@ func (p *pumpState) handoffAt(span, off int) drainResult {
 
 // flushOnLoop writes b (checked frames ending at a frame boundary) to dst
 // from the loop, with one write(2) that does not wait. What dst does not
-// take at once is handed off, the rest of a frame begun still under the
-// hold of dst's write side, which passes to the goroutine.
+// take at once waits for dst to be writable (blocked), still under the
+// hold of dst's write side, which passes to whoever finishes the write.
 func (p *pumpState) flushOnLoop(b []byte) drainResult {
 	if len(b) == 0 || p.dead || p.dst == nil || p.s.closing.Load() {
 		return drained
@@ -314,21 +325,41 @@ func (p *pumpState) flushOnLoop(b []byte) drainResult {
 		dst.unlock()
 		return drained
 	}
-	if n == 0 || err != nil {
+	if err != nil {
 		dst.unlock()
 		return p.handoffFlush(b[n:])
 	}
-	b = b[n:]
-	p.next = func() bool {
-		err := dst.writeLocked(b, timeout)
-		dst.unlock()
-		if err != nil {
-			p.writeFailed(err)
-		}
-		p.n = 0
-		return false
+	p.out, p.keepFrom, p.keepTo = b[n:], p.n, p.n
+	p.next = p.finishOut
+	return blocked
+}
+
+// finishOut is a blocked write's end on a goroutine (dst closed, failed or
+// overran write_timeout): it writes the rest under the deadline armed
+// before the loop's write began, so it fails at once unless dst took
+// bytes meanwhile, and reports a failure.
+func (p *pumpState) finishOut() bool {
+	_, err := p.dst.conn.Write(p.out)
+	p.wroteOut()
+	if err != nil {
+		p.writeFailed(err)
 	}
-	return handedOff
+	return false
+}
+
+// wroteOut ends a blocked write: dst's write side goes back, the timer
+// stops, and the bytes kept after the write move to the buffer's front.
+func (p *pumpState) wroteOut() {
+	p.dst.unlock()
+	if p.wtimer != nil {
+		p.wtimer.Stop()
+	}
+	buf := *p.bp
+	p.out, p.next, p.wtimer = nil, nil, nil
+	p.n = copy(buf, buf[p.keepFrom:p.keepTo])
+	if p.n == 0 {
+		p.release()
+	}
 }
 
 // handoffFlush hands off the writing of b, the buffer's last frames.

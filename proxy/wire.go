@@ -56,6 +56,9 @@ type wire struct {
 	// The pump, while it is registered with the poller (poll.go): closing
 	// the connection ends it if it is parked.
 	polled atomic.Pointer[polledLeg]
+	// The pump whose write to this leg waits in its event loop (poll.go):
+	// closing the connection hands that write to a goroutine, which fails it.
+	blocked atomic.Pointer[polledLeg]
 }
 
 func newWire(conn net.Conn, pending []byte, fromClient bool) *wire {
@@ -76,6 +79,9 @@ func (w *wire) close() {
 	w.conn.Close()
 	if l := w.polled.Load(); l != nil {
 		l.endParked()
+	}
+	if l := w.blocked.Load(); l != nil {
+		l.unblock()
 	}
 }
 
