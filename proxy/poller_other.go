@@ -14,4 +14,4 @@ func (l *polledLeg) disarm()    {}
 func (l *polledLeg) remove()    {}
 
 func (l *polledLeg) waitWritable(*wire, bool) error { return errNoPoller }
-func (l *polledLeg) unwaitWritable(*wire)         {}
+func (l *polledLeg) unwaitWritable(*wire)           {}
