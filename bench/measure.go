@@ -467,7 +467,7 @@ func (r *runner) idle(kinds []string) error {
 	rss := newMetric(sec, "proxy RSS per pair", "KiB", true)
 	gor := newMetric(sec, "proxy goroutines per pair", "", true)
 	upRSS := newMetric(sec, "echo upstream's own RSS per conn", "KiB", true)
-	var heap, stack, upGor []float64
+	var heap, stack, upGor, added []float64
 	for round := range r.p.idleRounds {
 		for _, kind := range rotate(kinds, round) {
 			up, err := r.e.startUpstream("idle-upstream")
@@ -498,6 +498,7 @@ func (r *runner) idle(kinds []string) error {
 			upGor = append(upGor, (up.goroutines()-ug0)/float64(n))
 			if t.admin != "" {
 				gor.add(kind, (t.metric("go_goroutines")-g0)/float64(n))
+				added = append(added, t.metric("go_goroutines")-g0)
 				heap = append(heap, (t.metric("go_memstats_heap_inuse_bytes")-h0)/float64(n)/1024)
 				stack = append(stack, (t.metric("go_memstats_stack_inuse_bytes")-s0)/float64(n)/1024)
 			}
@@ -511,6 +512,9 @@ func (r *runner) idle(kinds []string) error {
 	r.res.Extra["idle_wsgate_heap_inuse_kib_per_pair"] = median(heap)
 	r.res.Extra["idle_wsgate_stack_inuse_kib_per_pair"] = median(stack)
 	r.res.Extra["idle_upstream_goroutines_per_conn"] = median(upGor)
+	if len(added) > 0 {
+		r.res.Extra["idle_wsgate_goroutines_added"] = median(added)
+	}
 	r.add(rss, gor, upRSS)
 	return nil
 }

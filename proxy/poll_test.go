@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -264,4 +265,39 @@ func TestWritesWaitingInTheLoopResumeInOrder(t *testing.T) {
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// With a wss:// upstream the loop cannot relay (TLS is written by a
+// goroutine), but a quiet client leg is still parked in it after 1–2 s:
+// idle pairs hold one goroutine each, the upstream leg's TLS read, not two.
+func TestIdleWSSPairsParkTheClientLeg(t *testing.T) {
+	const pairs = 20
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil || c.Write(r.Context(), typ, b) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{{Path: "/ws/tls", Upstream: "wss://" + srv.Listener.Addr().String() + "/"}}
+		o.proxy.UpstreamTLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	conns := dialEach(t, g.wsURL("/ws/tls"), wstest.Token(t, "alice", nil), pairs)
+	relayEach(t, conns)
+	time.Sleep(idleLegsPark)
+	settle()
+	if n, stacks := goroutinesIn("github.com/wsgate/wsgate/proxy."); n > pairs+runtime.NumCPU()+2 {
+		t.Errorf("%d idle pairs to a wss:// upstream hold %d goroutines in wsgate's proxy package; want one per pair (the TLS leg):\n%s",
+			pairs, n, stacks)
+	}
+	relayEach(t, conns) // the parked client legs wake and relay
 }
