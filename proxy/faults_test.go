@@ -20,13 +20,7 @@ import (
 func TestUpstreamThatStopsReadingIsDropped(t *testing.T) {
 	for name, size := range map[string]int{"64KiB": 64 << 10, "1000B": 1000} {
 		t.Run(name, func(t *testing.T) {
-			up := wstest.NewUpstream(t)
-			stall(t, up)
-			g := newGateway(t, func(o *gatewayOpts) {
-				o.proxy.Routes = []proxy.Route{echoRoute(up)}
-				o.proxy.WriteTimeout = 300 * time.Millisecond
-				o.proxy.Limits.MessagesPerSecond = -1
-			})
+			g := stalledGateway(t, 300*time.Millisecond)
 			c := g.dial(t, "/ws/echo", bearer(wstest.Token(t, "alice", nil)))
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
@@ -52,6 +46,19 @@ func TestUpstreamThatStopsReadingIsDropped(t *testing.T) {
 			})
 		})
 	}
+}
+
+// stalledGateway is a gateway whose /ws/echo upstream accepts, then never
+// reads, with no message rate or per-user connection limit.
+func stalledGateway(t *testing.T, writeTimeout time.Duration) *gateway {
+	up := wstest.NewUpstream(t)
+	stall(t, up)
+	return newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.WriteTimeout = writeTimeout
+		o.proxy.Limits.MessagesPerSecond = -1
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
 }
 
 func TestUpstreamKilledMidStreamIsCounted(t *testing.T) {

@@ -180,14 +180,7 @@ func goroutinesIn(pkg string) (int, string) {
 // hold no goroutine in wsgate until write_timeout drops them (1011).
 func TestWritesToAStalledUpstreamWaitWithoutAGoroutine(t *testing.T) {
 	const pairs = 20
-	up := wstest.NewUpstream(t)
-	stall(t, up)
-	g := newGateway(t, func(o *gatewayOpts) {
-		o.proxy.Routes = []proxy.Route{echoRoute(up)}
-		o.proxy.WriteTimeout = 3 * time.Second
-		o.proxy.Limits.MessagesPerSecond = -1
-		o.proxy.Limits.MaxConnectionsPerUser = -1
-	})
+	g := stalledGateway(t, 3*time.Second)
 	conns := dialEach(t, g.wsURL("/ws/echo"), wstest.Token(t, "alice", nil), pairs)
 	start := time.Now()
 	for _, c := range conns {
