@@ -61,14 +61,19 @@ const (
 	legEnded                // its pump has stopped
 )
 
-// start runs the pump on a goroutine, which parks its leg in the loop
-// once it has nothing to read.
+// start hands a leg the loop relays straight to its loop: nothing is read
+// and no buffer or goroutine is taken until bytes come (already-arrived
+// bytes make the leg ready at once). A leg with bytes that came with the
+// handshake, or one the loop cannot relay, starts on a goroutine, which
+// parks it once it has nothing to read.
 func (p *pumpState) start() {
 	if p.src.raw != nil {
 		p.polled = &polledLeg{p: p, raw: p.src.raw, relays: p.dst == nil || p.dst.raw != nil}
 		p.src.polled.Store(p.polled)
 		if !p.polled.relays {
 			p.src.idle = parkAfter
+		} else if len(p.src.pending) == 0 && p.park() {
+			return
 		}
 	}
 	go p.run()
