@@ -294,3 +294,67 @@ func TestIdleWSSPairsParkTheClientLeg(t *testing.T) {
 	}
 	relayEach(t, conns) // the parked client legs wake and relay
 }
+
+// A session whose write to the upstream waits in the loop still ends long
+// before write_timeout (30s here) when something else ends it: the
+// upstream dropping its connection (1014; the kernel reports the broken
+// socket to the wait), or the token expiring (4001; wsgate closes the
+// upstream leg after its close handshake times out, and closing it hands
+// the waiting write to a goroutine, which fails it).
+func TestSessionsWithAWriteWaitingInTheLoopEndOnTime(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		exp     time.Duration // token lifetime; 0: an hour
+		drop    bool          // the upstream drops its connection after a second
+		code    websocket.StatusCode
+		endedBy time.Duration // from the start: the session is over (both legs closed)
+	}{
+		{name: "upstream drops", drop: true, code: websocket.StatusBadGateway, endedBy: 6 * time.Second},
+		{name: "token expires", exp: 2 * time.Second, code: 4001, endedBy: 15 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gone := make(chan struct{})
+			t.Cleanup(func() {
+				select {
+				case <-gone:
+				default:
+					close(gone)
+				}
+			})
+			up := wstest.NewUpstream(t)
+			up.Serve = func(context.Context, *websocket.Conn, *http.Request) { <-gone } // never reads; returning drops the connection
+			g := newGateway(t, func(o *gatewayOpts) {
+				o.proxy.Routes = []proxy.Route{echoRoute(up)}
+				o.proxy.WriteTimeout = 30 * time.Second
+				o.proxy.Limits.MessagesPerSecond = -1
+			})
+			start := time.Now()
+			claims := map[string]any{}
+			if tc.exp > 0 {
+				claims["exp"] = start.Add(tc.exp).Unix() + 1
+			}
+			c := g.dial(t, "/ws/echo", bearer(wstest.Token(t, "alice", claims)))
+			go func() {
+				msg := make([]byte, 1000)
+				for range 64 << 10 {
+					if c.Write(context.Background(), websocket.MessageBinary, msg) != nil {
+						return
+					}
+				}
+			}()
+			if tc.drop {
+				time.Sleep(time.Second) // the upstream's socket fills; the write waits in the loop
+				close(gone)
+			}
+			if ce := closeOf(t, c, 10*time.Second); ce.Code != tc.code {
+				t.Errorf("client got %d %q, want %d", ce.Code, ce.Reason, tc.code)
+			}
+			for g.h.Active() != 0 {
+				if time.Since(start) > tc.endedBy {
+					t.Fatalf("session still open %v after it began; want it over by %v, well under write_timeout", time.Since(start), tc.endedBy)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
