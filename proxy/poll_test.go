@@ -288,7 +288,9 @@ func TestIdleWSSPairsParkTheClientLeg(t *testing.T) {
 	relayEach(t, conns)
 	time.Sleep(idleLegsPark)
 	settle()
-	if n, stacks := goroutinesIn("github.com/wsgate/wsgate/proxy."); n > pairs+runtime.NumCPU()+2 {
+	n, stacks := goroutinesIn("github.com/wsgate/wsgate/proxy.")
+	t.Logf("%d idle pairs to a wss:// upstream: %d goroutines in wsgate's proxy package", pairs, n)
+	if n > pairs+runtime.NumCPU()+2 {
 		t.Errorf("%d idle pairs to a wss:// upstream hold %d goroutines in wsgate's proxy package; want one per pair (the TLS leg):\n%s",
 			pairs, n, stacks)
 	}
