@@ -122,6 +122,9 @@ func (c *channelPump) writeDirect() {
 		go c.run() // deliver reports the closed wire
 		return
 	}
+	// A raw write checks the deadline too: one left from a delivery more
+	// than write_timeout ago would fail it.
+	w.armDeadline(c.s.h.cfg.WriteTimeout)
 	n, err := w.writeNow(frames)
 	if err != nil || n < len(frames) {
 		c.rest, c.restBuf = frames[n:], bp // the write side stays held for run
@@ -140,17 +143,13 @@ func (c *channelPump) writeDirect() {
 // empty (pumpIdle) or the session's delivery is over (the queue closed or
 // a write failed; then it is the session's reader ending).
 func (c *channelPump) run() {
-	if !c.drain() {
-		c.s.readerDone()
-		return
-	}
-	for !c.state.CompareAndSwap(pumpRunning, pumpIdle) {
-		c.state.Store(pumpRunning) // pumpAgain: look once more
-		if !c.drain() {
-			c.s.readerDone()
+	for c.drain() {
+		if c.state.CompareAndSwap(pumpRunning, pumpIdle) {
 			return
 		}
+		c.state.Store(pumpRunning) // pumpAgain: look once more
 	}
+	c.s.readerDone()
 }
 
 // drain finishes a direct write's rest, then writes the queue out until

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -359,4 +360,52 @@ func TestSessionsWithAWriteWaitingInTheLoopEndOnTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The hub's dispatch writes to an idle subscriber itself even when the
+// client's last write deadline has long passed (write_timeout since the
+// last delivery): a direct write arms its own deadline rather than failing
+// on the stale one and falling back to a goroutine per subscriber.
+func TestDirectDeliveryAfterAnIdleSpellStartsNoGoroutine(t *testing.T) {
+	const subscribers = 8
+	g := newBridgeGateway(t, "", func(o *gatewayOpts) {
+		o.proxy.WriteTimeout = 300 * time.Millisecond
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	tok := wstest.Token(t, "alice", map[string]any{"sid": "s1"})
+	conns := dialEach(t, g.wsURL("/ws/ai/stream/s1"), tok, subscribers)
+	for _, c := range conns {
+		c.SetReadLimit(1 << 20)
+	}
+	readAll := func(want string) {
+		t.Helper()
+		for n, c := range conns {
+			if got := readText(t, c); got != want {
+				t.Fatalf("subscriber %d got %d bytes, want %d", n, len(got), len(want))
+			}
+		}
+	}
+	// Longer than the 32 KiB a direct write encodes: a drain goroutine
+	// writes it, arming each client's write deadline.
+	big := strings.Repeat("x", 40<<10)
+	publish(t, g, "ai:stream:s1", big)
+	readAll(big)
+	time.Sleep(time.Second) // the deadlines pass
+	settle()
+	before := goroutinesCreated()
+	for i := range 5 {
+		msg := fmt.Sprintf(`{"i":%d}`, i)
+		publish(t, g, "ai:stream:s1", msg)
+		readAll(msg)
+	}
+	if n := goroutinesCreated() - before; n >= subscribers {
+		t.Errorf("5 small messages to %d idle subscribers started %d goroutines; want the hub's dispatch to write them itself", subscribers, n)
+	}
+}
+
+// goroutinesCreated is how many goroutines the process has started.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -320,11 +320,7 @@ func (w *wire) deliver(batch []delivery, timeout time.Duration) error {
 	}()
 	v.bufs = v.iov[:0]
 	for i, d := range batch {
-		op := byte(opText)
-		if d.binary {
-			op = opBinary
-		}
-		v.bufs = append(v.bufs, appendHeader(v.hdrs[i][:0], op, len(d.payload), false), d.payload)
+		v.bufs = append(v.bufs, appendHeader(v.hdrs[i][:0], deliveryOp(d), len(d.payload), false), d.payload)
 	}
 	w.lock()
 	defer w.unlock()
