@@ -18,9 +18,9 @@ import (
 // batch of frames, the loop's epoll_wait shared by every leg it watches.
 // Whatever cannot be done without waiting is handed to a goroutine that
 // takes the pump over (handoff): a frame longer than the buffer (one that
-// fits stays on the loop, held until the rest is readable), a write
-// control frames (pongs, close handshakes, budgets), a refused frame, the
-// end of the connection. That goroutine reads on until the leg has nothing
+// fits stays on the loop, held until the rest is readable), control frames
+// (pongs, close handshakes, budgets), a refused frame, the end of the
+// connection. That goroutine reads on until the leg has nothing
 // more to read, then parks it back in its loop and ends.
 //
 // A write the other leg does not take at once blocks the pump in its loop
@@ -129,14 +129,16 @@ func (l *polledLeg) block() {
 }
 
 // recheck unblocks a pump just blocked (again) if what would unblock it
-// came while it was not: dst closed, or the timer fired.
+// came while it was not: dst closed, or the timer fired. It reads the
+// deadline block copied, not dst's own: once blocked, the pump may be
+// unblocked and dst's write side passed on at any moment.
 func (l *polledLeg) recheck() {
 	if l.p.dst.closed.Load() || !time.Now().Before(l.p.wdeadline) {
 		l.unblock()
 	}
 }
 
-// unblock gives a blocked write to a goroutine (p.next, finishOut), which
+// unblock gives a blocked write to a goroutine (run's finishOut), which
 // finishes or fails it: dst is closing or write_timeout has passed.
 func (l *polledLeg) unblock() {
 	if !l.state.CompareAndSwap(legBlocked, legRunning) {

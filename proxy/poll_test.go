@@ -23,12 +23,7 @@ import (
 // when a message comes.
 func TestIdlePassthroughPairsHoldNoGoroutine(t *testing.T) {
 	const pairs = 50
-	up := wstest.NewUpstream(t)
-	g := newGateway(t, func(o *gatewayOpts) {
-		o.proxy.Routes = []proxy.Route{echoRoute(up)}
-		o.proxy.Limits.MaxConnectionsPerUser = -1
-	})
-	tok := wstest.Token(t, "alice", nil)
+	up, g, tok := echoPairsGateway(t)
 	// dialAll opens pairs connections and returns the goroutines they added.
 	dialAll := func(url string, accepted int) ([]*websocket.Conn, int) {
 		settle()
@@ -53,6 +48,17 @@ func TestIdlePassthroughPairsHoldNoGoroutine(t *testing.T) {
 		}
 		relayEach(t, proxied)
 	}
+}
+
+// echoPairsGateway is a gateway to an echo upstream with no per-user
+// connection cap, the upstream, and a token for its many pairs.
+func echoPairsGateway(t *testing.T) (*wstest.Upstream, *gateway, string) {
+	up := wstest.NewUpstream(t)
+	g := newGateway(t, func(o *gatewayOpts) {
+		o.proxy.Routes = []proxy.Route{echoRoute(up)}
+		o.proxy.Limits.MaxConnectionsPerUser = -1
+	})
+	return up, g, wstest.Token(t, "alice", nil)
 }
 
 // dialEach opens n connections to url with tok, closed when the test ends.
@@ -105,12 +111,7 @@ func settle() {
 // hold no goroutine either, without the idle wait.
 func TestPassthroughPairsGoBackToTheLoopAfterEachMessage(t *testing.T) {
 	const pairs = 40
-	up := wstest.NewUpstream(t)
-	g := newGateway(t, func(o *gatewayOpts) {
-		o.proxy.Routes = []proxy.Route{echoRoute(up)}
-		o.proxy.Limits.MaxConnectionsPerUser = -1
-	})
-	tok := wstest.Token(t, "alice", nil)
+	up, g, tok := echoPairsGateway(t)
 	// The goroutines pairs add once each has carried a few messages,
 	// counted straight away: well under the 1–2 s a leg the loop cannot
 	// relay keeps its goroutine.

@@ -34,7 +34,9 @@ func newRelayPump(s *session, d direction, src, dst *wire, side closecode.Side) 
 func (p *pumpState) run() {
 	if p.bp != nil {
 		stop := false
-		if next := p.next; next != nil {
+		if p.out != nil { // a write blocked in the loop
+			stop = p.finishOut()
+		} else if next := p.next; next != nil {
 			p.next = nil
 			stop = next()
 		}
@@ -131,7 +133,7 @@ type pumpState struct {
 	out              []byte
 	keepFrom, keepTo int
 	wtimer           *time.Timer
-	wdeadline        time.Time
+	wdeadline        time.Time // the deadline the write was armed with (recheck)
 }
 
 // What drain did with the buffer.
@@ -330,7 +332,6 @@ func (p *pumpState) flushOnLoop(b []byte) drainResult {
 		return p.handoffFlush(b[n:])
 	}
 	p.out, p.keepFrom, p.keepTo = b[n:], p.n, p.n
-	p.next = p.finishOut
 	return blocked
 }
 
@@ -351,11 +352,9 @@ func (p *pumpState) finishOut() bool {
 // stops, and the bytes kept after the write move to the buffer's front.
 func (p *pumpState) wroteOut() {
 	p.dst.unlock()
-	if p.wtimer != nil {
-		p.wtimer.Stop()
-	}
+	p.wtimer.Stop()
 	buf := *p.bp
-	p.out, p.next, p.wtimer = nil, nil, nil
+	p.out, p.wtimer = nil, nil
 	p.n = copy(buf, buf[p.keepFrom:p.keepTo])
 	if p.n == 0 {
 		p.release()
